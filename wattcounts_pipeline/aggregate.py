@@ -1,0 +1,81 @@
+"""Runs + requests + quality → one row per configuration, with 95% CIs, percentiles, cost and CO2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from wattcounts_pipeline.core.contracts import load_contract
+
+# Defaults for the release's cost and emission columns; the release states them in its card.
+ELECTRICITY_USD_PER_KWH = 0.15
+CARBON_G_PER_KWH = 400.0
+J_PER_KWH = 3.6e6
+
+# Headline metric per task for `quality_acc_mean` (multiple-choice accuracy only).
+MC_TASK_METRICS = {"wc_arc_easy": "acc", "wc_arc_challenge": "acc", "wc_hellaswag": "acc_norm",
+                   "wc_piqa": "acc", "wc_boolq": "acc", "wc_lambada_openai": "acc"}
+
+CONFIG_COLUMNS = ["configuration_id", "experiment", "model", "weights", "architecture", "quantization",
+                  "framework", "dtype", "engine_args_json", "workload", "batch_size", "energy_method",
+                  "hardware_id", "gpu_name", "gpu_count", "cpu_model", "source"]
+
+
+def ci95(mean: pd.Series, std: pd.Series, n: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Student-t 95% interval of the mean, vectorized over groups (NaN where n < 2)."""
+    half = pd.Series(stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index) * std / np.sqrt(n)
+    half = half.where(n >= 2)
+    return mean - half, mean + half
+
+
+def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
+              electricity_usd_per_kwh: float = ELECTRICITY_USD_PER_KWH,
+              carbon_g_per_kwh: float = CARBON_G_PER_KWH) -> pd.DataFrame:
+    """The configurations table (validated runs in, contract-conformed frame out)."""
+    contract = load_contract("configurations")
+    if runs.empty:
+        return contract.empty_frame()
+    runs = runs.assign(input_tokens=runs["input_tokens_total"] / runs["num_requests"],
+                       output_tokens=runs["output_tokens_total"] / runs["num_requests"],
+                       temperature_max_c=runs[["temperature_start_c", "temperature_end_c"]].max(axis=1))
+    g = runs.groupby("configuration_id", sort=True)
+    out = g[CONFIG_COLUMNS[1:]].first()
+    means = g[["input_tokens", "output_tokens", "energy_per_token_j", "energy_per_token_net_j",
+               "energy_per_request_j", "tokens_per_s", "mean_power_w", "idle_power_w"]].mean()
+    out = out.join(means)
+    out["n_runs"] = g.size()
+    out["temperature_max_c"] = g["temperature_max_c"].max()
+    stds = g[["energy_per_token_j", "tokens_per_s"]].std(ddof=1)
+    out["energy_per_token_j_std"] = stds["energy_per_token_j"]
+    out["energy_per_token_j_ci95_low"], out["energy_per_token_j_ci95_high"] = ci95(
+        out["energy_per_token_j"], stds["energy_per_token_j"], out["n_runs"])
+    out["tokens_per_s_ci95_low"], out["tokens_per_s_ci95_high"] = ci95(
+        out["tokens_per_s"], stds["tokens_per_s"], out["n_runs"])
+    kwh_per_1m = out["energy_per_token_j"] * 1e6 / J_PER_KWH
+    out["cost_per_1m_tokens_usd"] = kwh_per_1m * electricity_usd_per_kwh
+    out["co2_per_1m_tokens_g"] = kwh_per_1m * carbon_g_per_kwh
+    if not requests.empty:
+        r = requests.groupby("configuration_id")
+        for col in ("ttft_s", "tpot_s", "e2e_s"):
+            stem = col[:-2]
+            out[f"{stem}_p50_s"] = r[col].median()
+            out[f"{stem}_p90_s"] = r[col].quantile(0.9)
+    quality_cols = out.apply(lambda row: _quality_for(row, quality), axis=1, result_type="expand") \
+        if not quality.empty else pd.DataFrame({"quality_tasks": "", "quality_acc_mean": np.nan}, index=out.index)
+    out = out.join(quality_cols).reset_index()
+    out.loc[out["weights"] == "random", ["quality_tasks", "quality_acc_mean"]] = ["", np.nan]
+    return contract.conform(out)
+
+
+def _quality_for(run: pd.Series, quality: pd.DataFrame) -> dict[str, object]:
+    """Quality of the same model + quantization + framework; random weights never get any."""
+    if run["weights"] == "random" or quality.empty:
+        return {"quality_tasks": "", "quality_acc_mean": None}
+    q = quality[(quality["model"] == run["model"]) & (quality["quantization"] == run["quantization"])
+                & (quality["framework"] == run["framework"])]
+    tasks = sorted(q["task"].unique())
+    accs = [q[(q["task"] == t) & (q["metric"] == MC_TASK_METRICS[t])]["value"].mean()
+            for t in tasks if t in MC_TASK_METRICS]
+    accs = [a for a in accs if pd.notna(a)]
+    return {"quality_tasks": ",".join(tasks), "quality_acc_mean": float(np.mean(accs)) if accs else None}

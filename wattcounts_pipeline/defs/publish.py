@@ -1,0 +1,53 @@
+"""Stage 5: a versioned dataset release, committed and tagged in the local dataset repo (and the Hub)."""
+
+import dagster as dg
+import pandas as pd
+
+from wattcounts_pipeline import paths
+from wattcounts_pipeline.defs.aggregate import collect_tables
+from wattcounts_pipeline.hub.versioning import next_release
+
+
+class ReleaseConfig(dg.Config):
+    version: str = ""  # empty: the next patch version after the latest tag (0.1.0 first)
+
+
+class HubResource(dg.ConfigurableResource):
+    """Where releases go beyond the local repo: a Hub dataset repo, when a repo id and token are set."""
+
+    repo_id: str = ""
+    token: str | None = None
+    endpoint: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.repo_id and self.token)
+
+
+@dg.asset(
+    group_name="publish",
+    kinds={"parquet", "git", "huggingface"},
+    ins={"validated_measurements": dg.AssetIn(), "quality_scores": dg.AssetIn(), "configurations": dg.AssetIn()},
+)
+def dataset_release(context: dg.AssetExecutionContext, config: ReleaseConfig, hub: HubResource,
+                    configurations: pd.DataFrame, validated_measurements: dict[str, pd.DataFrame],
+                    quality_scores: pd.DataFrame) -> dict[str, str]:
+    """Builds a release (parquet per table, dataset card rendered from dataset_card/ with column docs
+    from schemas/, figure, checksums, changelog), commits and tags it in the local dataset repository
+    and, when configured, on the Hugging Face Hub. Same content twice → no new release.
+    Loadable with `datasets.load_dataset(<repo>, "configurations", revision=<tag>)`."""
+    from wattcounts_pipeline.hub.publish import publish_hub, publish_local
+
+    tables = collect_tables(validated_measurements, quality_scores)
+    tables["configurations"] = configurations
+    card_facts = {"repo_id": hub.repo_id} if hub.repo_id else None
+    release = next_release(tables, paths.subdir("releases"), config.version or None, context=card_facts)
+    local = publish_local(release.path, paths.subdir("dataset_repo"), release.tag)
+    info = {"tag": local.tag, "commit": local.commit, "path": str(release.path),
+            "repo": str(paths.subdir("dataset_repo")), "new": str(release.new)}  # repo: bare git, serve with olah
+    if hub.enabled:
+        remote = publish_hub(release.path, hub.repo_id, release.tag, token=hub.token, endpoint=hub.endpoint or None)
+        info["hub_repo"], info["hub_commit"] = hub.repo_id, remote.commit
+    context.add_output_metadata({**info, "rows": dg.MetadataValue.json({k: len(v) for k, v in tables.items()}),
+                                 "load_with": f"datasets.load_dataset({info['path']!r}, 'configurations')"})
+    return info

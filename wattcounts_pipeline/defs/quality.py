@@ -1,0 +1,62 @@
+"""Stage 3: lm-eval quality of the partition's model + quantization + framework (real weights only)."""
+
+import hashlib
+import json
+
+import dagster as dg
+import pandas as pd
+
+from wattcounts_pipeline import paths
+from wattcounts_pipeline.backends.models import resolve_model
+from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.core.specs import ExperimentSpec
+from wattcounts_pipeline.core.validation import validate_table
+from wattcounts_pipeline.defs.io import read_value, write_value
+from wattcounts_pipeline.defs.resources import ExperimentsResource, experiment_partitions
+from wattcounts_pipeline.defs.validate import validated_measurements
+
+
+def quality_key(spec: ExperimentSpec) -> str:
+    """Quality depends on weights, quantization, framework and tasks, not on the workload: share it."""
+    identity = {"model": spec.model.source, "revision": spec.model.revision, "quantization": spec.quantization,
+                "framework": spec.framework, "dtype": spec.dtype, "quality": spec.to_dict()["quality"]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dg.asset(
+    partitions_def=experiment_partitions,
+    group_name="quality",
+    kinds={"python"},
+    deps=[validated_measurements],
+    pool="measurement",  # quality runs the same model on the same device
+)
+def quality_scores(context: dg.AssetExecutionContext, experiments: ExperimentsResource) -> pd.DataFrame:
+    """Runs lm-eval (local task files shipped in the package) on the same model, quantization and
+    framework that was measured. Random-weight configurations get no quality rows. Scores are shared
+    between partitions that differ only in workload."""
+    from wattcounts_pipeline.quality.runner import evaluate_quality
+
+    spec = experiments.spec(context.partition_key)
+    contract = load_contract("quality")
+    if spec.model.weights == "random" or not spec.quality.tasks:
+        context.add_output_metadata({"skipped": "random weights carry no quality" if spec.model.weights == "random"
+                                     else "no quality tasks in the spec"})
+        return contract.empty_frame()
+    cache = paths.subdir("quality_cache") / quality_key(spec)
+    if cache.is_dir():
+        frame = read_value(cache)
+        context.log.info(f"quality reused from {cache}")
+    else:
+        rows = evaluate_quality(
+            framework=spec.framework, model_path=resolve_model(spec.model), quantization=spec.quantization,
+            model_name=spec.model.name, model_revision=spec.model.revision, tasks=list(spec.quality.tasks),
+            limit=spec.quality.limit, num_fewshot=spec.quality.num_fewshot, dtype=spec.dtype)
+        result = validate_table("quality", pd.DataFrame(rows), source=f"quality_scores[{context.partition_key}]")
+        if not result.ok:
+            raise dg.Failure("quality rows break schemas/quality.yaml; nothing stored",
+                             metadata={"failures": dg.MetadataValue.md(result.failures.to_markdown(index=False))})
+        frame = result.valid
+        write_value(cache, frame)
+    context.add_output_metadata({"scores": dg.MetadataValue.md(
+        frame[["task", "metric", "value", "stderr", "n_samples"]].to_markdown(index=False))})
+    return frame

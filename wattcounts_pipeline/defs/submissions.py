@@ -1,0 +1,40 @@
+"""Community submissions: one partition per bundle dropped in the inbox, validated like our own rows."""
+
+import dagster as dg
+
+from wattcounts_pipeline import paths
+from wattcounts_pipeline.defs.resources import submission_partitions
+from wattcounts_pipeline.submissions.store import bundle_id, ingest_bundle, list_inbox
+
+
+def inbox() -> str:
+    return str(paths.subdir("submissions", "inbox"))
+
+
+@dg.asset(partitions_def=submission_partitions, group_name="submissions", kinds={"python"})
+def submissions(context: dg.AssetExecutionContext) -> dict[str, object]:
+    """Ingests one contributed bundle from the inbox: safety checks (size, archive bombs, paths,
+    links, encodings, formula injection), the same contract validation as our measurements and
+    provenance checks. Accepted bundles become immutable and join the next release with attribution;
+    rejected ones move to `submissions/rejected/` with a report naming file, row and field."""
+    matches = [p for p in list_inbox(paths.subdir("submissions", "inbox")) if bundle_id(p) == context.partition_key]
+    if not matches:
+        raise dg.Failure(f"bundle {context.partition_key} is no longer in the inbox {inbox()}")
+    result = ingest_bundle(matches[0], paths.subdir("submissions"))
+    context.add_output_metadata({"status": result.status, "rows": dg.MetadataValue.json(result.rows),
+                                 "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result.reasons) or "-")})
+    if result.status != "accepted":
+        raise dg.Failure(f"bundle {result.bundle_id} rejected", metadata={
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result.reasons))})
+    return {"bundle_id": result.bundle_id, "status": result.status, "rows": result.rows}
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def submissions_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """Adds a partition and requests an ingestion run for each new bundle in the inbox."""
+    known = set(context.instance.get_dynamic_partitions(submission_partitions.name))
+    new = sorted({bundle_id(p) for p in list_inbox(paths.subdir("submissions", "inbox"))} - known)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=k, asset_selection=[dg.AssetKey("submissions")]) for k in new],
+        dynamic_partitions_requests=[submission_partitions.build_add_request(new)] if new else [],
+    )

@@ -1,0 +1,142 @@
+"""Measure one spec: idle baseline, warm-up, repeated measured windows → run and request rows.
+
+Plain library code: the `measurements` asset calls `measure_spec` and stores what it returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from wattcounts_pipeline import __version__
+from wattcounts_pipeline.backends.base import InferenceBackend, RequestResult, backend_class
+from wattcounts_pipeline.backends.models import resolve_model
+from wattcounts_pipeline.core.specs import ExperimentSpec
+from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
+from wattcounts_pipeline.meters.estimate import cpu_model_name
+from wattcounts_pipeline.meters.protocol import attribute_energy, cool_down, measure_idle
+from wattcounts_pipeline.workloads.prompts import build_prompts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything one spec produced."""
+
+    runs: pd.DataFrame
+    requests: pd.DataFrame
+    traces: pd.DataFrame  # power samples of every measured window (empty without a sampler)
+
+
+def _software() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "wattcounts": __version__}
+    for dist in ("torch", "transformers", "llama_cpp_python", "vllm", "nvidia-ml-py", "lm_eval"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _hardware_id(info: dict[str, Any]) -> str:
+    if info.get("gpu_name"):
+        return f"{info['gpu_count']}x {info['gpu_name']}"
+    return f"{cpu_model_name()} ({os.cpu_count()} CPUs)"
+
+
+def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts") -> Measurement:
+    """Run `spec` under `meter`. Raises BackendError (naming the path) when the model cannot run."""
+    model_path = resolve_model(spec.model)
+    backend: InferenceBackend = backend_class(spec.framework)(spec, model_path)
+    backend.load()
+    try:
+        return _measure_loaded(spec, backend, meter, source)
+    finally:
+        backend.close()
+
+
+def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, source: str
+                    ) -> Measurement:
+    prompts = build_prompts(spec.workload, backend.tokenize, backend.bos_token_ids)
+    batch = spec.workload.batch_size
+    baseline_temps_c = meter.temperatures_c()
+    if spec.warmup_requests:  # also where compiled paths compile: kept out of every measured window
+        logger.info("%s: warm-up (%d batches, excluded)", spec.key, spec.warmup_requests)
+        backend.generate(prompts[: spec.warmup_requests * batch], batch)
+    if baseline_temps_c:
+        cool_down(meter, baseline_temps_c)
+    idle_power_w = sum(measure_idle(meter, spec.idle_s).values())
+    software = _software()
+    info = backend.info()
+    run_rows, request_rows, trace_rows = [], [], []
+    for rep in range(spec.repetitions):
+        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        key = f"{spec.key}/r{rep}"
+        meter.begin_window(key, sync=backend.sync)
+        t0 = time.perf_counter()
+        results = backend.generate(prompts, batch)
+        reading = meter.end_window(key, sync=backend.sync)
+        logger.info("%s: %.2f s, %.1f J (%s), %.1f tok/s", key, reading.duration_s, reading.total_energy_j,
+                    reading.method, sum(r.output_tokens for r in results) / max(time.perf_counter() - t0, 1e-9))
+        run_rows.append(_run_row(spec, rep, reading, results, idle_power_w, info, software, started_at, source))
+        shares = attribute_energy([(r.start_s, r.start_s + r.e2e_s) for r in results], reading.mean_power_w,
+                                  window_s=(0.0, reading.duration_s)).per_request_j
+        for i, (r, energy_j) in enumerate(zip(results, shares)):
+            request_rows.append({
+                "run_id": key, "configuration_id": spec.configuration_id, "request_index": i,
+                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "start_s": r.start_s,
+                "ttft_s": r.ttft_s, "tpot_s": r.tpot_s, "e2e_s": r.e2e_s, "energy_j": energy_j})
+        trace_rows.extend({"run_id": key, "t_s": s.t_s, "domain": s.domain, "power_w": s.power_w,
+                           "temperature_c": s.temperature_c, "sm_clock_mhz": s.sm_clock_mhz}
+                          for s in reading.samples)
+    return Measurement(pd.DataFrame(run_rows), pd.DataFrame(request_rows), pd.DataFrame(trace_rows))
+
+
+def _run_row(spec: ExperimentSpec, rep: int, reading: EnergyReading, results: list[RequestResult],
+             idle_power_w: float, info: dict[str, Any], software: dict[str, str], started_at: str,
+             source: str) -> dict[str, Any]:
+    dev = reading.device_info
+    out_tokens = sum(r.output_tokens for r in results)
+    energy_j = reading.total_energy_j
+    net_j = energy_j - idle_power_w * reading.duration_s
+    temps = [s.temperature_c for s in reading.samples if s.temperature_c is not None]
+    clocks = [s.sm_clock_mhz for s in reading.samples if s.sm_clock_mhz is not None]
+    return {
+        "run_id": f"{spec.key}/r{rep}", "configuration_id": spec.configuration_id,
+        "experiment": spec.experiment, "repetition": rep,
+        "model": spec.model.name, "model_source": spec.model.source, "weights": spec.model.weights,
+        "architecture": spec.model.architecture, "quantization": spec.quantization,
+        "framework": spec.framework, "dtype": spec.dtype,
+        "engine_args_json": json.dumps(info.get("engine_args", spec.engine_kwargs), sort_keys=True, default=str),
+        "workload": spec.workload.name, "workload_kind": spec.workload.kind,
+        "batch_size": spec.workload.batch_size, "num_requests": len(results),
+        "input_tokens_total": sum(r.input_tokens for r in results), "output_tokens_total": out_tokens,
+        "duration_s": reading.duration_s, "energy_j": energy_j, "energy_net_j": net_j,
+        "idle_power_w": idle_power_w,
+        "gpu_energy_j": reading.domain_energy_j("gpu"), "cpu_energy_j": reading.domain_energy_j("cpu"),
+        "dram_energy_j": reading.domain_energy_j("dram"),
+        "mean_power_w": energy_j / reading.duration_s, "energy_method": reading.method,
+        "energy_flags": ",".join(reading.flags),
+        "tokens_per_s": out_tokens / reading.duration_s,
+        "energy_per_token_j": energy_j / out_tokens, "energy_per_token_net_j": net_j / out_tokens,
+        "energy_per_request_j": energy_j / len(results),
+        "hardware_id": _hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
+        "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0),
+        "gpu_power_limit_w": dev.get("power_limit_w"), "driver_version": dev.get("driver_version"),
+        "temperature_start_c": temps[0] if temps else dev.get("temperature_c"),
+        "temperature_end_c": temps[-1] if temps else None,
+        "sm_clock_mhz": sum(clocks) / len(clocks) if clocks else None,
+        "framework_version": str(info.get("framework_version", "")),
+        "software_json": json.dumps(software, sort_keys=True),
+        "started_at": started_at, "source": source,
+    }

@@ -1,0 +1,58 @@
+"""Picks the best meter this machine offers, and says why each better one is missing.
+
+Order: NVML (joined by RAPL for CPU/DRAM when that is readable too), then RAPL, then the estimate.
+A silent fall to the estimate would publish guesses as measurements, so every step down is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from wattcounts_pipeline.core.errors import MeterError
+from wattcounts_pipeline.meters.base import EnergyMeter
+from wattcounts_pipeline.meters.composite import CompositeMeter
+from wattcounts_pipeline.meters.estimate import EstimateMeter
+from wattcounts_pipeline.meters.nvml import NvmlMeter
+from wattcounts_pipeline.meters.rapl import DEFAULT_RAPL_ROOT, RaplMeter
+from wattcounts_pipeline.meters.replay import ReplayMeter
+
+logger = logging.getLogger(__name__)
+
+CHOICES = ("nvml", "rapl", "estimate", "replay:<trace path>")
+
+
+def build_meter(name: str, rapl_root: str | Path = DEFAULT_RAPL_ROOT) -> EnergyMeter:
+    """The meter called `name` (one of CHOICES); raises MeterError saying why it cannot be had."""
+    if name == "nvml":
+        return NvmlMeter()
+    if name == "rapl":
+        return RaplMeter(rapl_root)
+    if name == "estimate":
+        return EstimateMeter()
+    if name.startswith("replay:"):
+        return ReplayMeter(name.split(":", 1)[1])
+    raise MeterError(f"unknown meter {name!r}; choose one of {CHOICES}")
+
+
+def best_meter(prefer: str | None = None, rapl_root: str | Path = DEFAULT_RAPL_ROOT) -> EnergyMeter:
+    """`prefer` names one meter and gets exactly it (or its error); None takes the best one available."""
+    if prefer is not None:
+        return build_meter(prefer, rapl_root)
+    gpu: EnergyMeter | None = None
+    cpu: EnergyMeter | None = None
+    try:
+        gpu = NvmlMeter()
+    except MeterError as exc:
+        logger.warning("no GPU energy (NVML unavailable): %s", exc)
+    try:
+        cpu = RaplMeter(rapl_root)
+    except MeterError as exc:
+        logger.warning("no CPU/DRAM energy (RAPL unavailable): %s", exc)
+    if gpu is not None and cpu is not None:
+        return CompositeMeter([gpu, cpu])
+    if gpu is not None or cpu is not None:
+        return gpu or cpu  # type: ignore[return-value]
+    logger.warning("neither NVML nor RAPL is readable on this machine: falling back to the CPU-time estimate; "
+                   "its rows carry energy_method='estimate'")
+    return EstimateMeter()

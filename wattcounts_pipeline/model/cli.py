@@ -1,0 +1,100 @@
+"""`wattcounts recommend`: the best configuration and Pareto front for a scenario on a device.
+
+Imports stay inside `run` so that registering the subcommand costs nothing, and the predictor loads from JSON with
+numpy and pandas only (no scikit-learn), which keeps a recommendation under two seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from wattcounts_pipeline.model.recommendation import Scenario
+
+DEFAULT_MODEL_SUBDIR = "predictors"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "recommend", help="best configuration and Pareto front for a scenario on a device",
+        description="Predict energy, cost, latency and quality of every measured setup on HARDWARE for a scenario; "
+                    "print the Pareto front and the most energy-efficient setup within the scenario's SLO.")
+    parser.add_argument("--hardware", required=True,
+                        help="device name from the catalog, e.g. H100-SXM, L4, cpu-x86-server")
+    parser.add_argument("--scenario", default="chat", help="built-in scenario: chat, batch-summarization, rag")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{DEFAULT_MODEL_SUBDIR})")
+    parser.add_argument("--release", default=None, help="predictor release tag (default: the newest)")
+    parser.add_argument("--min-quality", type=float, default=None, help="minimum mean accuracy (0-1)")
+    parser.add_argument("--price", type=float, default=0.15, help="electricity price, USD per kWh")
+    parser.add_argument("--carbon", type=float, default=400.0, help="carbon intensity, gCO2e per kWh")
+    parser.add_argument("--plot", type=Path, default=None, help="also write the front as a PNG here")
+    parser.set_defaults(func=run)
+
+
+def _describe(s: Scenario) -> str:
+    load = f"concurrency {s.concurrency}" if s.concurrency else f"{s.request_rate_per_s:g} requests/s"
+    needs = [f"TPOT ≤ {s.tpot_slo_s:g} s" if s.tpot_slo_s else "",
+             f"TTFT ≤ {s.ttft_slo_s:g} s" if s.ttft_slo_s else "",
+             f"quality ≥ {s.min_quality:g}" if s.min_quality is not None else ""]
+    return f"{s.input_tokens} in / {s.output_tokens} out tokens, {load}; " + (
+        ", ".join(n for n in needs if n) or "no SLO")
+
+
+def _table(front: pd.DataFrame) -> str:
+    columns = {"architecture": "architecture", "quantization": "quant", "framework": "framework", "mode": "mode",
+               "gpu_count": "gpus", "batch_size": "batch", "energy_per_token_j": "J/token",
+               "energy_per_token_j_low": "J low", "energy_per_token_j_high": "J high",
+               "cost_per_1m_tokens_usd": "$/1M tok", "co2_per_1m_tokens_g": "gCO2/1M tok",
+               "tokens_per_s": "tok/s", "ttft_p50_s": "TTFT s", "tpot_p50_s": "TPOT s", "latency_s": "latency s",
+               "quality_acc_mean": "quality"}
+    shown = front[list(columns)].rename(columns=columns)
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from wattcounts_pipeline import paths
+    from wattcounts_pipeline.core.errors import WattCountsError
+    from wattcounts_pipeline.model.recommendation import get_scenario, recommend
+    from wattcounts_pipeline.model.release import load
+
+    try:
+        predictor = load(args.model_dir or paths.home() / DEFAULT_MODEL_SUBDIR, args.release)
+        scenario = get_scenario(args.scenario)
+        if args.min_quality is not None:
+            scenario = replace(scenario, min_quality=args.min_quality)
+        rec = recommend(predictor, args.hardware, scenario, electricity_usd_per_kwh=args.price,
+                        carbon_g_per_kwh=args.carbon)
+    except WattCountsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Scenario {scenario.name} on {rec.hardware}: {_describe(scenario)}")
+    print(f"Predictor {predictor.release_tag} ({predictor.n_training_rows} training rows; intervals nominal "
+          f"{predictor.coverage:.0%}); electricity {args.price:g} USD/kWh, {args.carbon:g} gCO2e/kWh")
+    print(f"\nPareto front over energy, cost, latency and quality ({len(rec.front)} of {len(rec.candidates)} "
+          "candidates):")
+    print(_table(rec.front))
+    if rec.best is None:
+        print("\nBest: none — no candidate meets the scenario's SLO and minimum quality.")
+    else:
+        b = rec.best
+        print(f"\nBest: {b['architecture']} {b['quantization']} on {b['framework']} ({b['mode']}, "
+              f"{b['gpu_count']} GPU(s)), batch {b['batch_size']}: {b['energy_per_token_j']:.4g} J/token "
+              f"[{b['energy_per_token_j_low']:.3g}, {b['energy_per_token_j_high']:.3g}], "
+              f"{b['cost_per_1m_tokens_usd']:.4g} USD and {b['co2_per_1m_tokens_g']:.4g} gCO2e per 1M tokens, "
+              f"TTFT {b['ttft_p50_s']:.3g} s, TPOT {b['tpot_p50_s']:.3g} s, quality {b['quality_acc_mean']:.3g}")
+    for message in rec.warnings:
+        print(f"warning: {message}")
+    if args.plot is not None:
+        from wattcounts_pipeline.model.plot import plot_front
+
+        plot_front(rec, args.plot)
+        print(f"front plotted to {args.plot}")
+    return 0

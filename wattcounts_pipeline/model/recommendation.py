@@ -1,0 +1,204 @@
+"""Recommendations: the Pareto front and the most energy-efficient configuration that meets a scenario's needs.
+
+Every candidate (architecture × weight format × framework × engine mode × GPU count) is predicted on the chosen
+device at the scenario's load; candidates that do not fit in memory are dropped, the rest are checked against the
+latency SLO and minimum quality (on point predictions), and the front is taken over energy per token, cost per
+1M tokens, request latency and quality. Anything the training data did not cover is said in `warnings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from wattcounts_pipeline.model.catalog import get_hardware
+from wattcounts_pipeline.model.errors import ModelError
+from wattcounts_pipeline.model.features import build_features
+from wattcounts_pipeline.model.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+J_PER_KWH = 3.6e6
+MAX_BATCH = 1024
+LITTLE_ITERATIONS = 6
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A serving situation: prompt and answer lengths, load (fixed concurrency or a request rate), needs."""
+
+    name: str
+    input_tokens: int
+    output_tokens: int
+    concurrency: int | None = None
+    request_rate_per_s: float | None = None
+    tpot_slo_s: float | None = None
+    ttft_slo_s: float | None = None
+    min_quality: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.concurrency is None) == (self.request_rate_per_s is None):
+            raise ModelError(f"scenario {self.name!r}: give exactly one of concurrency or request_rate_per_s")
+        if self.input_tokens < 0 or self.output_tokens < 1:
+            raise ModelError(f"scenario {self.name!r}: needs input_tokens >= 0 and output_tokens >= 1")
+        if (self.concurrency or 1) < 1 or (self.request_rate_per_s or 1) <= 0:
+            raise ModelError(f"scenario {self.name!r}: concurrency must be >= 1 and request rate > 0")
+
+
+SCENARIOS = {
+    "chat": Scenario("chat", input_tokens=512, output_tokens=256, concurrency=8, tpot_slo_s=0.1, ttft_slo_s=1.0),
+    "batch-summarization": Scenario("batch-summarization", input_tokens=2048, output_tokens=256, concurrency=64),
+    "rag": Scenario("rag", input_tokens=4096, output_tokens=256, request_rate_per_s=2.0, tpot_slo_s=0.1,
+                    ttft_slo_s=2.0),
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ModelError(f"unknown scenario {name!r}; built in: {', '.join(SCENARIOS)}") from None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to serve: `architecture` is a catalog name (or any model name the catalog recognises)."""
+
+    architecture: str
+    quantization: str
+    framework: str
+    mode: str = "eager"
+    gpu_count: int = 1
+
+
+@dataclass
+class Recommendation:
+    """The front (Pareto-optimal feasible candidates, by energy), the best by energy, and what to be wary of."""
+
+    hardware: str
+    scenario: Scenario
+    front: pd.DataFrame
+    best: pd.Series | None
+    warnings: list[str] = field(default_factory=list)
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def default_candidates(predictor: Predictor, on_gpu: bool) -> list[Candidate]:
+    """Every measured architecture × every measured (quantization, framework, mode, GPU count) setup."""
+    setups = {(q, f, m, max(g, 1) if on_gpu else 0) for q, f, m, g in predictor.domain.setups}
+    return [Candidate(a, q, f, m, g) for a in predictor.domain.architectures for q, f, m, g in sorted(setups)]
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Rows of `values` (all objectives minimised) that no other row dominates (≤ everywhere, < somewhere)."""
+    keep = np.ones(len(values), dtype=bool)
+    for i, row in enumerate(values):
+        dominated_by = np.all(values <= row, axis=1) & np.any(values < row, axis=1)
+        keep[i] = not dominated_by.any()
+    return keep
+
+
+def _predict_at_load(predictor: Predictor, base: pd.DataFrame, scenario: Scenario
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and predictions at the scenario's batch size; for a request rate, batch = rate × latency
+    (Little's law), iterated from batch 1 until it settles."""
+    batch = np.full(len(base), scenario.concurrency or 1, dtype=np.int64)
+    for _ in range(1 if scenario.concurrency else LITTLE_ITERATIONS):
+        feats = build_features(base.assign(batch_size=batch))
+        preds = predictor.predict_features(feats)
+        if scenario.concurrency:
+            break
+        latency_s = _latency_s(preds, feats, scenario).fillna(1.0).to_numpy()
+        new_batch = np.clip(np.ceil(scenario.request_rate_per_s * latency_s), 1, MAX_BATCH).astype(np.int64)
+        if np.array_equal(new_batch, batch):
+            break
+        batch = new_batch
+    return feats, preds
+
+
+def _latency_s(preds: pd.DataFrame, feats: pd.DataFrame, scenario: Scenario) -> pd.Series:
+    """Request latency: time to first token plus one decode step per further token."""
+    tpot = preds["tpot_p50_s"].fillna(feats["batch_size"] / preds["tokens_per_s"])
+    return preds["ttft_p50_s"] + (scenario.output_tokens - 1) * tpot
+
+
+def _check_needs(table: pd.DataFrame, scenario: Scenario, has_quality: bool, warnings: list[str]) -> pd.DataFrame:
+    """`meets_slo` and `meets_quality` columns, on point predictions."""
+    table["meets_slo"] = True
+    if scenario.tpot_slo_s is not None:
+        table["meets_slo"] &= table["tpot_p50_s"] <= scenario.tpot_slo_s
+    if scenario.ttft_slo_s is not None:
+        table["meets_slo"] &= table["ttft_p50_s"] <= scenario.ttft_slo_s
+    table["meets_quality"] = True
+    if not has_quality:
+        unenforced = f" and min quality {scenario.min_quality} is not enforced" if scenario.min_quality else ""
+        warnings.append("the predictor has no quality model (no real-weight rows with quality in its training "
+                        f"data): quality is left out of the front{unenforced}")
+    elif scenario.min_quality is not None:
+        table["meets_quality"] = table["quality_acc_mean"] >= scenario.min_quality
+    return table
+
+
+def _front_and_best(table: pd.DataFrame, scenario: Scenario, has_quality: bool, warnings: list[str]
+                    ) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Pareto front of the candidates meeting the needs (of all, with a warning, when none does) and the best."""
+    objectives = {"energy_per_token_j": 1.0, "cost_per_1m_tokens_usd": 1.0, "latency_s": 1.0}
+    if has_quality:
+        objectives["quality_acc_mean"] = -1.0
+    feasible = table[table["meets_slo"] & table["meets_quality"]]
+    pool = feasible
+    if feasible.empty:
+        warnings.append(f"no candidate meets the scenario's SLO (TPOT {scenario.tpot_slo_s} s, TTFT "
+                        f"{scenario.ttft_slo_s} s) and min quality {scenario.min_quality}; the front shows all "
+                        "candidates that fit, and there is no best")
+        pool = table
+    values = pool[list(objectives)].to_numpy(float) * np.asarray(list(objectives.values()))
+    values = np.where(np.isnan(values), math.inf, values)
+    front = pool[pareto_mask(values)].sort_values("energy_per_token_j").reset_index(drop=True)
+    best = front.iloc[0] if not feasible.empty else None
+    return front, best
+
+
+def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
+              candidates: list[Candidate] | None = None, electricity_usd_per_kwh: float = 0.15,
+              carbon_g_per_kwh: float = 400.0) -> Recommendation:
+    """Pareto front and best configuration for `scenario` on `hardware` (a catalog name; unknown names raise).
+
+    `candidates` default to every measured architecture × measured setup; the best is the lowest predicted
+    energy per token among candidates meeting the scenario's latency SLO and minimum quality.
+    """
+    hw = get_hardware(hardware)
+    scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
+    if "energy_per_token_j" not in predictor.models:
+        raise ModelError(f"predictor {predictor.release_tag!r} has no energy model (no measured energy rows)")
+    candidates = default_candidates(predictor, hw.is_gpu) if candidates is None else candidates
+    if not candidates:
+        raise ModelError("no candidates to compare")
+    base = pd.DataFrame([{"model": c.architecture, "quantization": c.quantization, "dtype": "",
+                          "framework": c.framework, "mode": c.mode, "gpu_count": c.gpu_count if hw.is_gpu else 0,
+                          "hardware": hw.key, "input_tokens": float(scenario.input_tokens),
+                          "output_tokens": float(scenario.output_tokens)} for c in candidates])
+    feats, preds = _predict_at_load(predictor, base, scenario)
+    fits = (~(feats["memory_needed_gb"] > feats["memory_available_gb"])).to_numpy()
+    warnings = predictor.domain.warnings(feats[fits] if fits.any() else feats)
+    if not fits.all():
+        warnings.append(f"{int((~fits).sum())} of {len(fits)} candidate(s) left out: weights + KV cache exceed "
+                        f"{hw.key} memory")
+
+    table = pd.concat([feats[["arch_key", "quant_key", "framework", "mode", "gpu_count", "batch_size"]]
+                       .rename(columns={"arch_key": "architecture", "quant_key": "quantization"}), preds], axis=1)
+    table["latency_s"] = _latency_s(preds, feats, scenario)
+    kwh_per_1m = table["energy_per_token_j"] * 1e6 / J_PER_KWH
+    table["cost_per_1m_tokens_usd"] = kwh_per_1m * electricity_usd_per_kwh
+    table["co2_per_1m_tokens_g"] = kwh_per_1m * carbon_g_per_kwh
+    has_quality = "quality_acc_mean" in predictor.models
+    table = _check_needs(table[fits].reset_index(drop=True), scenario, has_quality, warnings)
+    front, best = _front_and_best(table, scenario, has_quality, warnings)
+    for message in warnings:
+        logger.info("recommend %s on %s: %s", scenario.name, hw.key, message)
+    return Recommendation(hardware=hw.key, scenario=scenario, front=front, best=best, warnings=warnings,
+                          candidates=table)

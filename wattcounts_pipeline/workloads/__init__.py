@@ -1,0 +1,1 @@
+"""Workloads: turn a Workload spec into exact prompts for a backend's tokenizer."""
