@@ -19,6 +19,7 @@ fixtures. One process, about 5 minutes on an H100/H200:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -33,10 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wattcounts_pipeline.meters.base import EnergyReading  # noqa: E402
-from wattcounts_pipeline.meters.nvml import NvmlMeter  # noqa: E402
-from wattcounts_pipeline.meters.protocol import power_series, steady_window, summarize  # noqa: E402
-from wattcounts_pipeline.meters.replay import write_trace  # noqa: E402
+from wattcounts_pipeline.meters.base import EnergyReading
+from wattcounts_pipeline.meters.nvml import NvmlMeter
+from wattcounts_pipeline.meters.protocol import power_series, steady_window, summarize
+from wattcounts_pipeline.meters.replay import write_trace
 
 logger = logging.getLogger("meter_fidelity")
 
@@ -70,7 +71,8 @@ def llama_8b_config(tiny: bool) -> Any:
                            num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096,
                            eos_token_id=2, bos_token_id=1, pad_token_id=0)
     return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+                       num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
+                       rope_theta=500000.0,  # type: ignore[call-arg]  # transformers 5 maps it into rope_parameters
                        rms_norm_eps=1e-5, eos_token_id=2, bos_token_id=1, pad_token_id=0)
 
 
@@ -180,16 +182,16 @@ def stage_overhead(b: Bench) -> None:
         stop.set()
         toggler.join()
         b.meter.sampler.start()
-    on_wall_s = sum(min(t1, step_times_s[-1]) - t0 for (t0, on), (t1, _) in zip(toggles, toggles[1:]) if on)
+    on_wall_s = sum(min(t1, step_times_s[-1]) - t0 for (t0, on), (t1, _) in itertools.pairwise(toggles) if on)
     cpu_fraction_pct = 100.0 * (b.meter.sampler.cpu_s - cpu_before_s) / on_wall_s if on_wall_s > 0 else None
     # Median step time per interval, skipping the first step after each switch (thread start/join lands there).
     intervals: list[tuple[bool, float]] = []
     for (t0, on), (t1, _) in zip(toggles, [*toggles[1:], (float("inf"), False)]):
-        durations = [s1 - s0 for s0, s1 in zip(step_times_s, step_times_s[1:]) if t0 <= s0 and s1 <= t1][1:]
+        durations = [s1 - s0 for s0, s1 in itertools.pairwise(step_times_s) if t0 <= s0 and s1 <= t1][1:]
         if len(durations) >= 5:
             intervals.append((on, statistics.median(durations)))
     estimates = []
-    for (_, prev_s), (on, mid_s), (_, next_s) in zip(intervals, intervals[1:], intervals[2:]):
+    for (_, prev_s), (on, mid_s), (_, next_s) in zip(intervals, intervals[1:], intervals[2:], strict=False):
         neighbours_s = (prev_s + next_s) / 2
         estimates.append(100.0 * (mid_s / neighbours_s - 1) if on else 100.0 * (neighbours_s / mid_s - 1))
     stats = summarize(estimates) if len(estimates) >= 2 else None
@@ -265,7 +267,7 @@ def stage_windows(b: Bench) -> None:
         try:
             while not stop.is_set():
                 b.generate(max(32, int(b.scaled(6.0) * b.steps_per_s)), b.args.batch)
-        except BaseException as exc:  # surfaced in the main thread
+        except Exception as exc:  # noqa: BLE001 - surfaced in the main thread
             workload_error.append(exc)
 
     worker = threading.Thread(target=decode_forever, name="decode", daemon=True)

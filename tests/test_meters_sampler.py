@@ -78,4 +78,4 @@ def test_old_samples_are_dropped_beyond_the_bound() -> None:
 
 def test_period_must_be_positive() -> None:
     with pytest.raises(ValueError):
-        PowerSampler(lambda: [], period_s=0)
+        PowerSampler(list, period_s=0)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from wattcounts_pipeline.model.catalog import (
@@ -99,3 +102,20 @@ def test_similar_names_are_not_confused() -> None:
 def test_unknown_architecture_lists_known() -> None:
     with pytest.raises(CatalogError, match=r"unknown architecture for model 'gpt2'.*Llama-3.1-8B.*tiny-llama"):
         get_architecture("gpt2", "gpt2")
+
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+CONFIGS = sorted([*MODELS_DIR.glob("configs/*/config.json"), *MODELS_DIR.glob("tiny-llama/config.json")])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.parent.name for p in CONFIGS])
+def test_catalog_agrees_with_the_repository_configs(path: Path) -> None:
+    """models/configs/ (random-weight runs) and the catalog both copy public config.json values: they must agree."""
+    config = json.loads(path.read_text())
+    arch = get_architecture(path.parent.name)
+    assert (arch.hidden_size, arch.num_layers, arch.num_heads, arch.num_kv_heads, arch.intermediate_size,
+            arch.vocab_size, arch.tie_word_embeddings, arch.num_experts) == (
+        config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"],
+        config["num_key_value_heads"], config["intermediate_size"], config["vocab_size"],
+        config.get("tie_word_embeddings", False), config.get("num_local_experts", 1))
+    assert arch.head_dim == config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])

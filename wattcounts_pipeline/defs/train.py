@@ -1,5 +1,8 @@
-"""Stage 6: the predictive model, trained on exactly one dataset release (its tag pinned)."""
+"""Stage 6: the predictive model, trained on exactly one dataset release (its tag pinned), and a
+recommendation with its Pareto front."""
 
+import base64
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -8,17 +11,50 @@ import pandas as pd
 from wattcounts_pipeline import paths
 
 
+def predictors_dir() -> Path:
+    return paths.subdir("predictors")  # where `wattcounts recommend` looks by default
+
+
 @dg.asset(group_name="train", kinds={"scikitlearn"}, ins={"dataset_release": dg.AssetIn()})
 def energy_model(context: dg.AssetExecutionContext, dataset_release: dict[str, str]) -> dict[str, str]:
     """Trains the energy/speed/quality predictor on the release's configurations table (tag pinned in
-    the model card), with grouped cross-validation errors, saved in a safe format beside its card."""
-    from wattcounts_pipeline.model.train import train
+    the model card) with grouped cross-validation (leave one architecture / hardware / framework out),
+    saved as plain JSON numbers (nothing pickled) beside its model card."""
+    from wattcounts_pipeline.model import train
 
     tag = dataset_release["tag"]
     table = pd.read_parquet(Path(dataset_release["path"]) / "data" / "configurations.parquet")
-    model_dir = train(table, tag, paths.subdir("models"))
-    card = (model_dir / "model_card.md").read_text()
+    model_dir = train(table, tag, predictors_dir())
+    metrics = json.loads((model_dir / "metrics.json").read_text())
     context.add_output_metadata({"release_tag": tag, "release_commit": dataset_release["commit"],
-                                 "path": dg.MetadataValue.path(str(model_dir)),
-                                 "training_rows": len(table), "model_card": dg.MetadataValue.md(card)})
+                                 "path": dg.MetadataValue.path(str(model_dir)), "training_rows": len(table),
+                                 "metrics": dg.MetadataValue.json(metrics),
+                                 "model_card": dg.MetadataValue.md((model_dir / "model_card.md").read_text())})
     return {"release_tag": tag, "path": str(model_dir)}
+
+
+class RecommendationConfig(dg.Config):
+    hardware: str = "H200"
+    scenario: str = "chat"
+    electricity_usd_per_kwh: float = 0.15
+    carbon_g_per_kwh: float = 400.0
+
+
+@dg.asset(group_name="train", kinds={"python"}, ins={"energy_model": dg.AssetIn()})
+def recommendation(context: dg.AssetExecutionContext, config: RecommendationConfig,
+                   energy_model: dict[str, str]) -> pd.DataFrame:
+    """The Pareto front (energy, cost, latency, quality) and best configuration for a scenario on a
+    machine, from the predictor of the pinned release; the front's plot shows in the UI."""
+    from wattcounts_pipeline.model import load, plot_front, recommend
+
+    predictor = load(predictors_dir(), energy_model["release_tag"])
+    rec = recommend(predictor, config.hardware, config.scenario,
+                    electricity_usd_per_kwh=config.electricity_usd_per_kwh, carbon_g_per_kwh=config.carbon_g_per_kwh)
+    png = base64.b64encode(plot_front(rec)).decode()
+    context.add_output_metadata({
+        "best": dg.MetadataValue.json(json.loads(rec.best.to_json()) if rec.best is not None else None),
+        "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in rec.warnings) or "none"),
+        "front": dg.MetadataValue.md(rec.front.head(20).to_markdown(index=False)),
+        "plot": dg.MetadataValue.md(f"![Pareto front](data:image/png;base64,{png})"),
+    })
+    return rec.front

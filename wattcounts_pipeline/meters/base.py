@@ -10,7 +10,7 @@ import abc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from wattcounts_pipeline.core.errors import MeterError
 
@@ -112,7 +112,7 @@ class EnergyMeter(abc.ABC):
     def close(self) -> None:
         """Release handles and stop samplers."""
 
-    def __enter__(self) -> EnergyMeter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -186,7 +186,9 @@ def resolve_visible(spec: str | None, uuids: Sequence[str]) -> list[int]:
 
     `uuids` lists every GPU's UUID in NVML order. Like CUDA, an entry may be an index or a (unique prefix
     of a) "GPU-…" UUID, and an invalid entry hides itself and every entry after it (logged here).
-    MIG instances are refused: NVML's energy counter belongs to the whole physical GPU.
+    MIG instances are refused: NVML's energy counter belongs to the whole physical GPU. Indices are read in
+    NVML's (PCI bus) order, which CUDA follows under CUDA_DEVICE_ORDER=PCI_BUS_ID; with mixed GPU models and
+    CUDA's default fastest-first order, name GPUs by UUID.
     """
     if spec is None:
         return list(range(len(uuids)))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from wattcounts_pipeline.meters.base import EnergyMeter, PowerSample
 
@@ -42,7 +43,7 @@ def power_series(samples: Sequence[PowerSample], domain: str | None = None) -> t
     return times, [totals[t] for t in times]
 
 
-def steady_window(t_s: Sequence[float], power_w: Sequence[float], band_fraction: float = 0.1,
+def steady_window(t_s: ArrayLike, power_w: ArrayLike, band_fraction: float = 0.1,
                   middle_fraction: float = 0.5, smooth_n: int = 5) -> tuple[float, float]:
     """(start_s, end_s) of the steady part of a power trace, trimming ramp-up and ramp-down.
 
@@ -144,8 +145,8 @@ class Attribution:
     unattributed_j: float
 
 
-def attribute_energy(requests: Sequence[tuple[float, float]], power_w: float | Sequence[float],
-                     t_s: Sequence[float] | None = None,
+def attribute_energy(requests: Sequence[tuple[float, float]], power_w: float | ArrayLike,
+                     t_s: ArrayLike | None = None,
                      window_s: tuple[float, float] | None = None) -> Attribution:
     """Split energy among overlapping requests: at each instant the power is shared equally by the active ones.
 
@@ -160,15 +161,13 @@ def attribute_energy(requests: Sequence[tuple[float, float]], power_w: float | S
         raise ValueError("a request ends before it starts")
     w0, w1 = window_s if window_s is not None else (float(starts.min()), float(ends.max()))
     starts, ends = np.clip(starts, w0, w1), np.clip(ends, w0, w1)
-    constant = isinstance(power_w, (int, float))
-    if constant:
-        times = powers = np.array([])
-    elif t_s is None or len(t_s) != len(power_w) or len(t_s) == 0:
+    constant_w = float(power_w) if isinstance(power_w, (int, float)) else None
+    times = np.asarray([] if constant_w is not None or t_s is None else t_s, dtype=float)
+    powers = np.asarray([] if constant_w is not None else power_w, dtype=float)
+    if constant_w is None and (times.size == 0 or times.shape != powers.shape):
         raise ValueError("a power trace needs t_s of the same, non-zero length")
-    else:
-        times, powers = np.asarray(t_s, dtype=float), np.asarray(power_w, dtype=float)
     bounds = np.unique(np.concatenate(([w0, w1], starts, ends, times[(times > w0) & (times < w1)])))
-    values = np.full(bounds.shape, float(power_w)) if constant else np.interp(bounds, times, powers)  # type: ignore[arg-type]
+    values = np.full(bounds.shape, constant_w) if constant_w is not None else np.interp(bounds, times, powers)
     segment_j = (values[1:] + values[:-1]) * 0.5 * np.diff(bounds)
     # Active requests per segment: +1 at each start's boundary index, -1 at each end's.
     change = np.zeros(bounds.size)

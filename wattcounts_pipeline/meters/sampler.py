@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ DEFAULT_PERIOD_S = 0.05  # 20 Hz: twice NVML's ~100 ms counter update, cheap eno
 DEFAULT_MAX_SAMPLES = 1_000_000  # ~14 h of one GPU at 20 Hz; older samples are dropped first
 
 
-def integrate_energy_j(t_s: Sequence[float], power_w: Sequence[float], t0_s: float, t1_s: float) -> float:
+def integrate_energy_j(t_s: ArrayLike, power_w: ArrayLike, t0_s: float, t1_s: float) -> float:
     """Energy over [t0_s, t1_s] of the piecewise-linear power through the samples (trapezoid rule).
 
     Power is interpolated at the window edges and held at the first/last sample beyond them, so a window
@@ -99,7 +100,7 @@ class PowerSampler:
         while not self._stop.is_set():
             try:
                 self.sample_now()
-            except Exception as exc:  # kept and raised by the meter at the next window edge
+            except Exception as exc:  # noqa: BLE001 - kept, and raised by the meter at the next window edge
                 self.error = exc
                 logger.error("power sampler stopped: %s", exc)
                 return
@@ -128,7 +129,8 @@ class PowerSampler:
         """Stored samples with t0_s ≤ t ≤ t1_s (of one domain, or all), in time order."""
         return [r for r in self._between(t0_s, t1_s) if domain is None or r[1] == domain]
 
-    def power_series(self, domain: str, t0_s: float, t1_s: float, n_domains: int = 1) -> tuple[list[float], list[float]]:
+    def power_series(self, domain: str, t0_s: float, t1_s: float,
+                     n_domains: int = 1) -> tuple[list[float], list[float]]:
         """(t_s, power_w) of one domain inside the window plus the nearest sample on either side of it.
 
         `n_domains` is how many rows each probe stores, so one probe's worth either side is looked at.

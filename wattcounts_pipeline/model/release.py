@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +174,19 @@ def train(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{release_tag}-", dir=out_dir))
-    (staging / MODEL_FILE).write_bytes(model_bytes)
-    (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (staging / CARD_FILE).write_text(render_card(predictor, metrics, cv), encoding="utf-8")
-    folder = out_dir / release_tag
-    if folder.exists():
-        logger.warning("replacing existing predictor release %s", folder)
-        shutil.rmtree(folder)
-    staging.rename(folder)
+    staging = out_dir / f".{release_tag}.{uuid.uuid4().hex}.partial"  # a half-written release is never seen
+    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stick to the published folder
+    try:
+        (staging / MODEL_FILE).write_bytes(model_bytes)
+        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (staging / CARD_FILE).write_text(render_card(predictor, metrics, cv), encoding="utf-8")
+        folder = out_dir / release_tag
+        if folder.exists():
+            logger.warning("replacing existing predictor release %s", folder)
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("predictor %s: %d rows, written to %s", release_tag, predictor.n_training_rows, folder)
     return folder
 

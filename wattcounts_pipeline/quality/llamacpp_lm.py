@@ -7,6 +7,13 @@ and scores all choices of a question in one `llama_decode`: the shared context i
 sequence 0, its KV cells are shared with one sequence per choice (`kv_unified`), and each choice's
 tokens go into its own sequence. The context decoded last stays cached, so the next request reuses
 its longest common token prefix.
+
+Scores must not depend on that cache, i.e. on how tokens happen to be batched. llama.cpp's CPU
+kernels give batch-dependent results for Gemma 3 (up to ~5% on a log-prob) unless three settings
+hold together, all set here: no repacked weights (`model_params`), flash attention, and physical
+batches shorter than the 64 queries at which the CPU switches to its tiled flash-attention kernel
+(`N_UBATCH`). With them a token scores identically (to ~1e-9) alone, in any batch or beside other
+sequences, which is what the equality test against `Llama(logits_all=True)` checks.
 """
 
 from __future__ import annotations
@@ -36,17 +43,15 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "wc-llamacpp"
 _LOGSOFTMAX_ROWS = 64  # rows per log-softmax block: bounds the temporary copy to 64 MiB at 262k vocab
-_UBATCH = 32
+N_UBATCH = 32  # physical batch: below the CPU flash-attention tile (64), ~20% slower prefill, batch-invariant
 
 
 def model_params() -> llama_cpp.llama_model_params:
-    """Model parameters that make a token's logits independent of how tokens are batched.
+    """Model parameters without the CPU "extra" buffer types (weights repacked for batched GEMM).
 
-    With the CPU "extra" buffer types (weights repacked for batched GEMM), a token's activations are
-    quantized differently depending on where it falls in the batch, and Gemma 3's log-probs then move
-    by up to ~5% with the batch split, which would make prefix caching change the scores. Without
-    them (and with flash attention), scores are identical however tokens are batched, and on a
-    2-core CPU also faster for the short batches of multiple choice.
+    With repacked weights a token's activations are quantized differently depending on where it
+    falls in the batch, so its log-probs move with the batch split. Without them the scores are
+    batch-invariant, and on a 2-core CPU the short batches of multiple choice also run faster.
     """
     params = llama_cpp.llama_model_default_params()
     params.use_extra_bufts = False
@@ -90,14 +95,14 @@ class LlamaCppLM(LM):
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = self.n_ctx
         ctx_params.n_batch = self.n_batch
-        ctx_params.n_ubatch = min(self.n_batch, _UBATCH)
+        ctx_params.n_ubatch = min(self.n_batch, N_UBATCH)
         ctx_params.n_seq_max = self.n_seq_max
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.kv_unified = True  # choices share the context's KV cells; every sequence may use all of n_ctx
         ctx_params.swa_full = True  # sliding-window layers keep every cell, so a cached prefix can be trimmed anywhere
         ctx_params.no_perf = True
-        # Without flash attention llama.cpp's CPU log-probs also depend on the batch split (see model_params).
+        # Flash attention: the non-flash CPU path's log-probs depend on the batch split (module docstring).
         ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
@@ -112,7 +117,9 @@ class LlamaCppLM(LM):
         bos = llama_cpp.llama_vocab_bos(self._vocab)
         self.prefix_token_id = bos if bos >= 0 else llama_cpp.llama_vocab_eos(self._vocab)
         self._add_special = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
-        logger.info("loaded %s (vocab %d, n_ctx %d, %d threads)", self.model_path.name, self.n_vocab, self.n_ctx, threads)
+        logger.info(
+            "loaded %s (vocab %d, n_ctx %d, %d threads)", self.model_path.name, self.n_vocab, self.n_ctx, threads
+        )
 
     def __del__(self) -> None:
         """Free the C objects; the model can be garbage-collected between evaluations."""
@@ -326,7 +333,9 @@ class LlamaCppLM(LM):
         max_new = min(max_new, self.n_ctx - 1)
         prompt = prompt[max(0, len(prompt) + max_new - self.n_ctx) :]
         start = self._reuse_prefix(prompt)
-        token = self._next_token([(prompt[pos], pos, (0,), pos == len(prompt) - 1) for pos in range(start, len(prompt))])
+        token = self._next_token(
+            [(prompt[pos], pos, (0,), pos == len(prompt) - 1) for pos in range(start, len(prompt))]
+        )
         self._cached = list(prompt)
         out = b""
         for _ in range(max_new):

@@ -43,6 +43,8 @@ QUALITY_ROW_KEYS = (
 # Closed-form stderr covers mean metrics; perplexity-type metrics are bootstrapped, and lm-eval's
 # default of 100k resamples costs minutes on a 2-core machine for no practical gain in precision.
 BOOTSTRAP_ITERS = 1000
+# One context length for every framework, so perplexity windows (and truncation) compare across them.
+MAX_LENGTH = 2048
 
 
 def _offline() -> None:
@@ -58,7 +60,7 @@ def _load_model(framework: str, model_path: Path, dtype: str) -> LM:
             raise QualityError(f"llamacpp quality evaluation needs a .gguf file, got {model_path}")
         from wattcounts_pipeline.quality.llamacpp_lm import LlamaCppLM
 
-        return LlamaCppLM(model_path=model_path)
+        return LlamaCppLM(model_path=model_path, n_ctx=MAX_LENGTH)
     if framework == "transformers":
         import torch
         from lm_eval.models.huggingface import HFLM
@@ -70,9 +72,9 @@ def _load_model(framework: str, model_path: Path, dtype: str) -> LM:
             folder, gguf_file = model_path.parent, model_path.name
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype).to(device)
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-            return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
+            return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, max_length=MAX_LENGTH)
         if model_path.is_dir():
-            return HFLM(pretrained=str(model_path), dtype=dtype, device=device, batch_size=8)
+            return HFLM(pretrained=str(model_path), dtype=dtype, device=device, batch_size=8, max_length=MAX_LENGTH)
         raise QualityError(f"transformers quality evaluation needs a .gguf file or a model folder, got {model_path}")
     raise QualityError(f"unsupported quality framework {framework!r}; supported: {', '.join(FRAMEWORKS)}")
 
@@ -166,7 +168,15 @@ def evaluate_quality(
 
     import lm_eval
 
-    logger.info("evaluating %s (%s, %s) on %s, limit=%s, %d-shot", model_name, framework, quantization, names, limit, num_fewshot)
+    logger.info(
+        "evaluating %s (%s, %s) on %s, limit=%s, %d-shot",
+        model_name,
+        framework,
+        quantization,
+        names,
+        limit,
+        num_fewshot,
+    )
     try:
         task_manager = build_task_manager(data_dir)
         lm = _load_model(framework, model_path, dtype)
@@ -179,19 +189,19 @@ def evaluate_quality(
             bootstrap_iters=BOOTSTRAP_ITERS,
             log_samples=False,
         )
+        if results is None:
+            raise QualityError(f"lm-eval returned no results for {model_name} on {names}")
+        return results_to_rows(
+            results,
+            model_name=model_name,
+            model_revision=model_revision,
+            quantization=quantization,
+            framework=framework,
+            limit=limit,
+            lm_eval_version=lm_eval.__version__,
+            evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
     except QualityError:
         raise
     except Exception as exc:
         raise QualityError(f"lm-eval failed for {model_name} ({framework}) on {names}: {exc}") from exc
-    if results is None:
-        raise QualityError(f"lm-eval returned no results for {model_name} on {names}")
-    return results_to_rows(
-        results,
-        model_name=model_name,
-        model_revision=model_revision,
-        quantization=quantization,
-        framework=framework,
-        limit=limit,
-        lm_eval_version=lm_eval.__version__,
-        evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )

@@ -66,7 +66,7 @@ def load_task_config(name: str) -> dict[str, Any]:
     """The task's YAML as a dict (`!function` entries kept as strings)."""
     path = TASKS_DIR / f"{canonical_task_name(name)}.yaml"
     with path.open(encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(handle, Loader=_Loader)
 
 
 def data_files(name: str, data_dir: Path | None = None) -> dict[str, Path]:
@@ -126,9 +126,7 @@ def render_task_dir(data_dir: Path | None = None, out_dir: Path | None = None) -
     rendered: dict[str, str] = {}
     for name in task_names():
         config = load_task_config(name)
-        config["dataset_kwargs"]["data_files"] = {
-            split: str(path) for split, path in data_files(name, root).items()
-        }
+        config["dataset_kwargs"]["data_files"] = {split: str(path) for split, path in data_files(name, root).items()}
         rendered[f"{name}.yaml"] = yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     if out_dir is None:
         digest = hashlib.sha256(json.dumps(rendered, sort_keys=True).encode()).hexdigest()[:16]
