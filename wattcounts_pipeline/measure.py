@@ -80,7 +80,7 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
     info = backend.info()
     run_rows, request_rows, trace_rows = [], [], []
     for rep in range(spec.repetitions):
-        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         key = f"{spec.key}/r{rep}"
         meter.begin_window(key, sync=backend.sync)
         t0 = time.perf_counter()

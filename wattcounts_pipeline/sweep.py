@@ -68,7 +68,7 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
             logger.info("[%d/%d] %s", i, len(todo), spec.key)
             try:
                 result = measure_spec(spec, meter)
-            except Exception as exc:  # one broken configuration must not end the sweep
+            except Exception as exc:  # noqa: BLE001 - one broken configuration must not end the sweep
                 counts["failed"] += 1
                 _append(out / "failures.jsonl", pd.DataFrame([{
                     "configuration_id": spec.key, "error": f"{type(exc).__name__}: {exc}",

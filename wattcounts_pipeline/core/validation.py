@@ -96,7 +96,7 @@ def validate_table(name: str, frame: pd.DataFrame, source: str = "", contract: C
                 failures.append({"row": int(row), "column": column, "check": check,
                                  "value": repr(value.item() if hasattr(value, "item") else value)})
     failure_frame = pd.DataFrame(failures, columns=["row", "column", "check", "value"])
-    bad_rows = sorted(set(int(r) for r in failure_frame["row"].dropna()))
+    bad_rows = sorted({int(r) for r in failure_frame["row"].dropna()})
     where = f"{source}: " if source else ""
     reasons = (failure_frame.dropna(subset=["row"]).groupby("row")
                .apply(lambda g: "; ".join(f"{where}row {int(g.name)}, field {c}: failed {k} (value {v})"

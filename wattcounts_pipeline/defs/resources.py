@@ -34,7 +34,7 @@ def gpu_present() -> bool:
             return pynvml.nvmlDeviceGetCount() > 0
         finally:
             pynvml.nvmlShutdown()
-    except Exception:  # no library, no driver, no permission: no GPU for our purposes
+    except Exception:  # noqa: BLE001 - no library, no driver, no permission: no GPU for our purposes
         return False
 
 
@@ -42,8 +42,8 @@ class ExperimentsResource(dg.ConfigurableResource):
     """The experiment files whose specs become `experiment_spec` partitions, and the folders of
     sweeps recorded on other hosts (GPU machines) whose rows stand in for a live measurement."""
 
-    files: list[str] = []
-    recorded: list[str] = []
+    files: list[str] = []  # noqa: RUF012 - pydantic copies field defaults
+    recorded: list[str] = []  # noqa: RUF012 - pydantic copies field defaults
 
     def recorded_dirs(self) -> list[Path]:
         if self.recorded:

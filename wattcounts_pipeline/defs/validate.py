@@ -6,7 +6,6 @@ import pandas as pd
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.validation import ValidationResult, validate_table
 from wattcounts_pipeline.defs.io import write_value
-from wattcounts_pipeline.defs.measure import measurements
 from wattcounts_pipeline.defs.resources import experiment_partitions
 
 CHECKED_TABLES = ("runs", "requests")

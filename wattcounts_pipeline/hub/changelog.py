@@ -53,9 +53,10 @@ def _row_diff(old: pd.DataFrame, new: pd.DataFrame, key: list[str]) -> tuple[int
     old_i, new_i = old.set_index(key), new.set_index(key)
     common = old_i.index.intersection(new_i.index)
     shared_cols = [c for c in new_i.columns if c in old_i.columns]
-    a = old_i.loc[common, shared_cols].astype(object)
-    b = new_i.loc[common, shared_cols].astype(object)
-    differs = ((a != b) & ~(a.isna() & b.isna())).any(axis=1)
+    # compare values, not labels: nullable and plain integer indexes hold the same keys
+    a = old_i.loc[common, shared_cols].astype(object).to_numpy()
+    b = new_i.loc[common, shared_cols].astype(object).to_numpy()
+    differs = ((a != b) & ~(pd.isna(a) & pd.isna(b))).any(axis=1)
     if len(shared_cols) != len(new_i.columns) or len(shared_cols) != len(old_i.columns):
         differs[:] = True  # columns added or dropped: every kept row changed shape
     changed = int(differs.sum())

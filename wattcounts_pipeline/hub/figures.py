@@ -15,12 +15,13 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-SERIES = ["model", "framework", "quantization", "hardware_id"]
+SERIES = ["model", "framework", "quantization", "workload", "hardware_id"]  # never average across workloads
 
 
 def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
-    """Write a PNG of gross J/token vs batch size (log-log), one line per model/framework/quantization/machine."""
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    """Write a PNG of gross J/token vs batch size (log-log), one line per model/framework/quantization/
+    workload/machine."""
+    fig, ax = plt.subplots(figsize=(11, 6), dpi=100)
     try:
         data = configurations[configurations["energy_per_token_j"] > 0]
         for key, group in data.groupby(SERIES, sort=True):
@@ -33,7 +34,7 @@ def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
             ax.set_yscale("log")
             ax.set_xscale("log", base=2)  # batch sizes are usually powers of two
             ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            ax.legend(fontsize="small", loc="best")
+            ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel("energy per output token (J/token, gross)")
         ax.set_title("Energy per output token vs batch size")

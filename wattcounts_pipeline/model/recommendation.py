@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from wattcounts_pipeline.model.catalog import get_hardware
+from wattcounts_pipeline.model.catalog import get_architecture, get_hardware
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import build_features
 from wattcounts_pipeline.model.predictor import Predictor
@@ -88,9 +88,12 @@ class Recommendation:
 
 
 def default_candidates(predictor: Predictor, on_gpu: bool) -> list[Candidate]:
-    """Every measured architecture × every measured (quantization, framework, mode, GPU count) setup."""
-    setups = {(q, f, m, max(g, 1) if on_gpu else 0) for q, f, m, g in predictor.domain.setups}
-    return [Candidate(a, q, f, m, g) for a in predictor.domain.architectures for q, f, m, g in sorted(setups)]
+    """Every measured architecture (test models aside) × every setup (quantization, framework, mode, GPU
+    count) measured on the same kind of device: a CPU-only setup is no candidate for a GPU, and back."""
+    same_kind = {s for s in predictor.domain.setups if (s[3] > 0) == on_gpu}
+    setups = same_kind or {(q, f, m, max(g, 1) if on_gpu else 0) for q, f, m, g in predictor.domain.setups}
+    archs = [a for a in predictor.domain.architectures if not get_architecture(a).test_only]
+    return [Candidate(a, q, f, m, g) for a in archs for q, f, m, g in sorted(setups)]
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.errors import SubmissionError
 from wattcounts_pipeline.core.validation import ValidationResult, validate_table
 from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, MANIFEST, TABLE_FILES, Limits, read_archive
 from wattcounts_pipeline.submissions.consistency import consistency_reasons
 from wattcounts_pipeline.submissions.manifest import Manifest, parse_manifest
-from wattcounts_pipeline.submissions.tables import contract_for, read_table
+from wattcounts_pipeline.submissions.tables import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _inspect_members(inspection: Inspection, limits: Limits) -> None:
         inspection.rows[table] = len(frame)
         if table == "runs":
             frame = frame.assign(source=f"submission:{inspection.bundle_id}")
-        result = validate_table(table, frame, source=name, contract=contract_for(table))
+        result = validate_table(table, frame, source=name, contract=load_contract(table))
         reasons += failure_lines(result, name)
         inspection.tables[table] = result.valid
     if not reasons and inspection.manifest is not None:

@@ -32,7 +32,6 @@ from wattcounts_pipeline import __version__
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, MANIFEST, Limits
 from wattcounts_pipeline.submissions.bundle import Inspection, inspect_archive
-from wattcounts_pipeline.submissions.tables import contract_for
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +207,7 @@ def accepted_tables(store_dir: str | Path) -> dict[str, pd.DataFrame]:
     for table in ("runs", "requests", "power_traces"):
         frames = [pq.read_table(f / f"{table}.parquet").to_pandas() for f in folders
                   if (f / f"{table}.parquet").exists()]
-        empty = contract_for(table).empty_frame()
+        empty = load_contract(table).empty_frame()
         out[table] = pd.concat(frames, ignore_index=True) if frames else empty
     out["submissions"] = pd.DataFrame([_submission_row(f) for f in folders], columns=SUBMISSIONS_COLUMNS)
     return out

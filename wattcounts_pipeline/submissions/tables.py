@@ -15,20 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wattcounts_pipeline.core.contracts import Contract, load_contract, parse_contract
+from wattcounts_pipeline.core.contracts import Contract, load_contract
 from wattcounts_pipeline.submissions.manifest import FORMULA_PREFIX
-
-POWER_TRACES = parse_contract({
-    "name": "power_traces", "version": 1, "primary_key": ["run_id", "domain", "t_s"],
-    "description": "Optional power samples of a bundle's runs.",
-    "columns": [
-        {"name": "run_id", "dtype": "string", "description": "Run the sample belongs to."},
-        {"name": "domain", "dtype": "string", "allowed": ["gpu", "cpu", "dram", "total"],
-         "description": "What the sample measures (gpu: summed over the GPUs used)."},
-        {"name": "t_s", "dtype": "float64", "min": 0.0, "unit": "s", "description": "Time since the window's start."},
-        {"name": "power_w", "dtype": "float64", "min": 0.0, "unit": "W", "description": "Instantaneous power."},
-    ],
-}, __name__)
 
 SET_BY_INGESTION = {"runs": ("source",)}  # columns the pipeline fills; a bundle may omit them
 
@@ -38,14 +26,10 @@ def show(value: Any) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def contract_for(table: str) -> Contract:
-    return POWER_TRACES if table == "power_traces" else load_contract(table)
-
-
 def read_table(table: str, filename: str, data: bytes, max_rows: int, max_bytes: int
                ) -> tuple[pd.DataFrame | None, list[str]]:
     """The table as a frame (None if unreadable) and the reasons found while reading it."""
-    contract = contract_for(table)
+    contract = load_contract(table)
     if filename.endswith(".parquet"):
         frame, reasons = _read_parquet(filename, data, max_rows, max_bytes)
     else:

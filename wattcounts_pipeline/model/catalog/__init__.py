@@ -60,6 +60,7 @@ class Architecture:
     num_experts: int = 1
     experts_per_token: int = 1
     attention_bias: bool = False
+    test_only: bool = False  # a model for tests and demos, never worth recommending
 
     @property
     def embedding_params(self) -> int:
