@@ -28,6 +28,7 @@ def headline(configs: pd.DataFrame) -> str:
                                values="tokens_per_s", aggfunc="mean")
     speed.columns = [f"tok/s b{c}" for c in speed.columns]
     table = pivot.join(speed).reset_index().round(4)
+    table = table.astype(object).where(table.notna(), "—")
     cpu = configs[configs["gpu_count"] == 0][["model", "framework", "quantization", "batch_size",
                                              "energy_per_token_j", "tokens_per_s", "energy_method",
                                              "quality_acc_mean"]].round(4)

@@ -64,8 +64,9 @@ def runs(configs: pd.DataFrame) -> pd.DataFrame:
                 "energy_per_token_net_j": (energy - c.idle_power_w * duration) / tokens,
                 "energy_per_request_j": energy / c.batch_size, "hardware_id": c.hardware_id,
                 "cpu_model": c.cpu_model, "cpu_count": 16, "gpu_name": c.gpu_name, "gpu_count": c.gpu_count,
-                "gpu_power_limit_w": 700.0 if c.gpu_count else None, "driver_version": None,
-                "temperature_start_c": None, "temperature_end_c": None, "sm_clock_mhz": None,
+                "gpu_power_limit_w": 700.0 if c.gpu_count else None, "driver_version": "580.159.04" if c.gpu_count else None,
+                "temperature_start_c": 40.0 if c.gpu_count else None, "temperature_end_c": 55.0 if c.gpu_count else None,
+                "sm_clock_mhz": 1980.0 if c.gpu_count else None,
                 "framework_version": "1.0", "software_json": "{}", "started_at": f"2026-11-26T10:0{r}:00Z",
                 "source": "watt-counts",
             })

@@ -45,7 +45,7 @@ def test_release_layout(releases: dict[str, Path]) -> None:
     v1 = releases["v0.1.0"]
     files = sorted(p.relative_to(v1).as_posix() for p in v1.rglob("*") if p.is_file())
     assert files == ["CHANGELOG.md", "README.md", "checksums.sha256", "data/configurations.parquet",
-                     "data/quality.parquet", "data/runs.parquet", "figures/energy_per_token.png", "release.json",
+                     "data/quality.parquet", "data/runs.parquet", "figures/energy_per_token.png", "figures/quality_vs_energy.png", "release.json",
                      "schemas/configurations.yaml", "schemas/quality.yaml", "schemas/runs.yaml"]
     verify_checksums(v1)
     assert (v1 / "figures" / "energy_per_token.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

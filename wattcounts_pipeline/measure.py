@@ -19,7 +19,7 @@ import pandas as pd
 
 from wattcounts_pipeline import __version__
 from wattcounts_pipeline.backends.base import InferenceBackend, RequestResult, backend_class
-from wattcounts_pipeline.backends.models import resolve_model
+from wattcounts_pipeline.backends.models import resolve_spec_model
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name
@@ -56,17 +56,17 @@ def _hardware_id(info: dict[str, Any]) -> str:
 
 def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts") -> Measurement:
     """Run `spec` under `meter`. Raises BackendError (naming the path) when the model cannot run."""
-    model_path = resolve_model(spec.model)
+    model_path, provenance = resolve_spec_model(spec)
     backend: InferenceBackend = backend_class(spec.framework)(spec, model_path)
     backend.load()
     try:
-        return _measure_loaded(spec, backend, meter, source)
+        return _measure_loaded(spec, backend, meter, source, provenance)
     finally:
         backend.close()
 
 
-def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, source: str
-                    ) -> Measurement:
+def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, source: str,
+                    provenance: dict[str, str]) -> Measurement:
     prompts = build_prompts(spec.workload, backend.tokenize, backend.bos_token_ids)
     batch = spec.workload.batch_size
     baseline_temps_c = meter.temperatures_c()
@@ -78,6 +78,7 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
     idle_power_w = sum(measure_idle(meter, spec.idle_s).values())
     software = _software()
     info = backend.info()
+    info["engine_args"] = {**info.get("engine_args", spec.engine_kwargs), **provenance}
     run_rows, request_rows, trace_rows = [], [], []
     for rep in range(spec.repetitions):
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

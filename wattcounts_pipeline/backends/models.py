@@ -6,8 +6,9 @@ import importlib
 from pathlib import Path
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.backends.gguf_quant import gguf_file_type, requantize
 from wattcounts_pipeline.core.errors import BackendError
-from wattcounts_pipeline.core.specs import ModelRef
+from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef
 
 
 def resolve_model(ref: ModelRef) -> Path:
@@ -37,3 +38,15 @@ def resolve_model(ref: ModelRef) -> Path:
         return path
     # hf: a local checkpoint folder, or a hub id left for the framework to resolve
     return path if path.exists() else Path(target)
+
+
+def resolve_spec_model(spec: ExperimentSpec) -> tuple[Path, dict[str, str]]:
+    """The weights a spec runs and their provenance: llama.cpp specs whose quantization differs from
+    their GGUF's get a re-quantized copy (recorded as `requantized_from`)."""
+    path = resolve_model(spec.model)
+    if spec.framework != "llamacpp" or path.suffix != ".gguf" or not path.is_file():
+        return path, {}
+    native = gguf_file_type(path)
+    if native.upper() == spec.quantization.upper():
+        return path, {}
+    return requantize(path, spec.quantization, paths.subdir("cache", "models")), {"requantized_from": native}

@@ -1,5 +1,9 @@
 """Stage 4: one row per configuration, from every validated partition and the quality scores."""
 
+import base64
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
@@ -8,6 +12,7 @@ from wattcounts_pipeline.aggregate import aggregate
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.validation import validate_table
 from wattcounts_pipeline.defs.validate import check_result
+from wattcounts_pipeline.hub.figures import quality_energy_figure
 
 
 def collect_tables(validated_measurements: dict[str, pd.DataFrame], quality_scores: pd.DataFrame
@@ -40,13 +45,19 @@ def configurations(context: dg.AssetExecutionContext, validated_measurements: di
                    quality_scores: pd.DataFrame):
     """Aggregates every validated partition into one row per configuration: mean J/token with its 95%
     confidence interval, J/request, tokens/s, TTFT/TPOT/latency percentiles, cost and CO2 per 1M
-    tokens, and the quality of the same model + quantization + framework. Accepted community
-    submissions join here with their provenance in `source`."""
+    tokens, and the quality of the same model + quantization + framework (plotted against J/token,
+    Pareto front marked). Accepted community submissions join here with their provenance in `source`."""
     tables = collect_tables(validated_measurements, quality_scores)
     table = aggregate(tables["runs"], tables["requests"], tables["quality"])
     result = validate_table("configurations", table, source="configurations")
     show = ["configuration_id", "energy_per_token_j", "energy_per_token_j_ci95_low",
             "energy_per_token_j_ci95_high", "tokens_per_s", "quality_acc_mean", "energy_method"]
-    yield dg.Output(result.valid, metadata={"configurations": len(result.valid),
-                                            "table": dg.MetadataValue.md(result.valid[show].to_markdown(index=False))})
+    metadata = {"configurations": len(result.valid),
+                "table": dg.MetadataValue.md(result.valid[show].to_markdown(index=False))}
+    with tempfile.TemporaryDirectory() as tmp:
+        figure = quality_energy_figure(result.valid, Path(tmp) / "quality_vs_energy.png")
+        if figure is not None:
+            png = base64.b64encode(figure.read_bytes()).decode()
+            metadata["quality_vs_energy"] = dg.MetadataValue.md(f"![quality vs J/token](data:image/png;base64,{png})")
+    yield dg.Output(result.valid, metadata=metadata)
     yield check_result("configurations", result)

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.backends.models import resolve_model
+from wattcounts_pipeline.backends.models import resolve_spec_model
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.core.validation import validate_table
@@ -48,7 +48,7 @@ def quality_scores(context: dg.AssetExecutionContext, experiments: ExperimentsRe
         context.log.info(f"quality reused from {cache}")
     else:
         rows = evaluate_quality(
-            framework=spec.framework, model_path=resolve_model(spec.model), quantization=spec.quantization,
+            framework=spec.framework, model_path=resolve_spec_model(spec)[0], quantization=spec.quantization,
             model_name=spec.model.name, model_revision=spec.model.revision, tasks=list(spec.quality.tasks),
             limit=spec.quality.limit, num_fewshot=spec.quality.num_fewshot, dtype=spec.dtype)
         result = validate_table("quality", pd.DataFrame(rows), source=f"quality_scores[{context.partition_key}]")

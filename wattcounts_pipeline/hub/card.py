@@ -73,6 +73,7 @@ def render_card(frames: dict[str, pd.DataFrame], contracts: dict[str, Contract],
         hardware_table=markdown_table(hardware_summary(configurations)),
         top_n=TOP_N,
         top_table=markdown_table(top_configurations(configurations, TOP_N)),
+        has_quality_figure=bool(configurations["quality_acc_mean"].notna().any()),
     )
 
 

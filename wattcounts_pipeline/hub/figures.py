@@ -15,7 +15,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-SERIES = ["model", "framework", "quantization", "workload", "hardware_id"]  # never average across workloads
+SERIES = ["model", "framework", "mode", "quantization", "workload", "hardware_id"]  # never average across these
 
 
 def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
@@ -24,6 +24,8 @@ def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(11, 6), dpi=100)
     try:
         data = configurations[configurations["energy_per_token_j"] > 0]
+        data = data.assign(mode=data["engine_args_json"].str.contains('"compile": true').map(
+            {True: "compiled", False: "eager"}))
         for key, group in data.groupby(SERIES, sort=True):
             curve = group.groupby("batch_size", sort=True)["energy_per_token_j"].mean()
             ax.plot(curve.index, curve.values, marker="o", label=" · ".join(map(str, key)))
@@ -45,4 +47,43 @@ def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
     finally:
         plt.close(fig)
     logger.debug("wrote %s", path)
+    return path
+
+
+def pareto_front(energy: pd.Series, quality: pd.Series) -> pd.Series:
+    """True for rows no other row beats on both lower energy and higher quality."""
+    front = pd.Series(False, index=energy.index)
+    for i in energy.index:
+        better = (energy <= energy[i]) & (quality >= quality[i]) & ((energy < energy[i]) | (quality > quality[i]))
+        front[i] = not better.any()
+    return front
+
+
+def quality_energy_figure(configurations: pd.DataFrame, path: Path) -> Path | None:
+    """Quality against J/token for the configurations that carry quality, Pareto front marked; None if none do."""
+    data = configurations.dropna(subset=["quality_acc_mean"])
+    data = data[data["energy_per_token_j"] > 0]
+    if data.empty:
+        return None
+    front = pareto_front(data["energy_per_token_j"], data["quality_acc_mean"])
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    try:
+        ax.scatter(data["energy_per_token_j"], data["quality_acc_mean"], color="tab:blue")
+        for _, row in data.iterrows():
+            ax.annotate(f"{row['quantization']} · {row['framework']}", (row["energy_per_token_j"], row["quality_acc_mean"]),
+                        fontsize="x-small", xytext=(4, 3), textcoords="offset points")
+        edge = data[front].sort_values("energy_per_token_j")
+        ax.step(edge["energy_per_token_j"], edge["quality_acc_mean"], where="post", color="tab:red",
+                label="Pareto front (less energy, more quality)")
+        ax.set_xscale("log")
+        ax.set_xlabel("energy per output token (J/token, gross)")
+        ax.set_ylabel("mean accuracy over the multiple-choice tasks")
+        ax.set_title("Quality against energy")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png", metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path

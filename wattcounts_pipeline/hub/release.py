@@ -21,7 +21,7 @@ from wattcounts_pipeline.core.contracts import Contract, load_contract
 from wattcounts_pipeline.core.errors import ContractError, ReleaseError
 from wattcounts_pipeline.hub.card import DEFAULT_CONFIG, render_card
 from wattcounts_pipeline.hub.changelog import MANIFEST, changelog_entry, diff_release, read_manifest
-from wattcounts_pipeline.hub.figures import energy_per_token_figure
+from wattcounts_pipeline.hub.figures import energy_per_token_figure, quality_energy_figure
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ def _write_release(folder: Path, frames: dict[str, pd.DataFrame], contracts: dic
     for name in frames:
         shutil.copy2(paths.SCHEMAS_DIR / f"{name}.yaml", folder / "schemas" / f"{name}.yaml")
     energy_per_token_figure(frames[DEFAULT_CONFIG], folder / "figures" / "energy_per_token.png")
+    quality_energy_figure(frames[DEFAULT_CONFIG], folder / "figures" / "quality_vs_energy.png")
 
     diffs = diff_release(previous, frames, contracts) if previous is not None else []
     entry = changelog_entry(version, previous_version, diffs, {n: len(f) for n, f in frames.items()})

@@ -2,7 +2,7 @@
 
 Each grouping holds out one whole group at a time (an architecture, a device, a framework): the question is how
 well the model predicts something it has never measured, not a row beside one it has. Baselines:
-- roofline: the roofline anchor times one scalar fitted on the training folds (log space);
+- roofline: the plain roofline value times one scalar fitted on the training folds (log space);
 - nearest: the measured value of the closest training row (same device and framework where there is one;
   closest in active parameters, batch, lengths and bytes per weight).
 Both baselines get split-conformal intervals from their own training residuals, so coverage compares fairly.
@@ -37,12 +37,13 @@ Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def roofline_baseline(spec: TargetSpec, y_train: np.ndarray, train_feats: pd.DataFrame,
                       test_feats: pd.DataFrame, coverage: float) -> Prediction:
-    """anchor · exp(c), c the mean log ratio measured/anchor on the training rows."""
-    r = spec.residual(y_train, train_feats)
+    """roofline · exp(c), c the mean log ratio measured/roofline on the training rows."""
+    r = spec.residual(y_train, train_feats, spec.roofline)
     c = float(np.mean(r))
     q = conformal_half_width(r - c, coverage)
     z = np.full(len(test_feats), c)
-    return spec.value(z, test_feats), spec.value(z - q, test_feats), spec.value(z + q, test_feats)
+    return (spec.value(z, test_feats, spec.roofline), spec.value(z - q, test_feats, spec.roofline),
+            spec.value(z + q, test_feats, spec.roofline))
 
 
 def _nearest_index(query: pd.DataFrame, pool: pd.DataFrame, exclude_self: bool) -> np.ndarray:
@@ -62,7 +63,7 @@ def _nearest_index(query: pd.DataFrame, pool: pd.DataFrame, exclude_self: bool) 
 def nearest_baseline(spec: TargetSpec, y_train: np.ndarray, train_feats: pd.DataFrame,
                      test_feats: pd.DataFrame, coverage: float) -> Prediction:
     """The nearest measured training row's value; interval from leave-one-out nearest-neighbour residuals."""
-    r_train = spec.residual(y_train, train_feats)
+    r_train = spec.residual(y_train, train_feats, spec.roofline)
     if len(y_train) > 1:
         loo = _nearest_index(train_feats, train_feats, exclude_self=True)
         q = conformal_half_width(r_train - r_train[loo] + _anchor_shift(spec, train_feats, train_feats, loo), coverage)
@@ -71,14 +72,15 @@ def nearest_baseline(spec: TargetSpec, y_train: np.ndarray, train_feats: pd.Data
     idx = _nearest_index(test_feats, train_feats, exclude_self=False)
     # the neighbour's value, i.e. its residual re-expressed against the test row's own anchor
     z = r_train[idx] - _anchor_shift(spec, test_feats, train_feats, idx)
-    return spec.value(z, test_feats), spec.value(z - q, test_feats), spec.value(z + q, test_feats)
+    return (spec.value(z, test_feats, spec.roofline), spec.value(z - q, test_feats, spec.roofline),
+            spec.value(z + q, test_feats, spec.roofline))
 
 
 def _anchor_shift(spec: TargetSpec, query: pd.DataFrame, pool: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
     """log(query anchor / neighbour anchor): turns 'same value as the neighbour' into residual units."""
-    if spec.anchor is None:
+    if spec.roofline is None:
         return np.zeros(len(idx))
-    return (np.log(query[spec.anchor].to_numpy(float)) - np.log(pool[spec.anchor].to_numpy(float)[idx]))
+    return (np.log(query[spec.roofline].to_numpy(float)) - np.log(pool[spec.roofline].to_numpy(float)[idx]))
 
 
 def _score(y: np.ndarray, pred: Prediction) -> tuple[float, float]:
@@ -107,7 +109,7 @@ def _held_out_fold(rows: pd.DataFrame, feats: pd.DataFrame, test: np.ndarray, co
         y_train = rows[train][spec.name].to_numpy(float)[train_ok]
         cols = [spec.name, f"{spec.name}_low", f"{spec.name}_high"]
         out.append((spec.name, "model", y, tuple(model_pred[c].to_numpy()[test_ok] for c in cols)))
-        if spec.anchor is not None:
+        if spec.roofline is not None:
             out.append((spec.name, "roofline", y, roofline_baseline(spec, y_train, trf, tf, coverage)))
         out.append((spec.name, "nearest", y, nearest_baseline(spec, y_train, trf, tf, coverage)))
     return out

@@ -147,6 +147,47 @@ def roofline(arch: Architecture, hw: Hardware, *, quant: str, batch_size: int, i
                     energy_j_per_token=hw.tdp_w * device_count * step_s / batch_size)
 
 
+def non_embedding_params(arch: Architecture) -> float:
+    """Weights multiplied per token: all but the input embedding table (a lookup, no FLOPs); active experts only."""
+    return float(arch.active_params - arch.embedding_params
+                 + (arch.embedding_params if arch.tie_word_embeddings else 0))
+
+
+def run_work(arch: Architecture, hw: Hardware, *, quant: str, batch_size: int, input_tokens: float,
+             output_tokens: float, device_count: int = 1, kv_bytes_per_value: float = 2.0) -> dict[str, float]:
+    """The ideal (roofline) seconds of the two phases of a run, split by what bounds them.
+
+    Prefill of `batch_size` prompts: FLOPs 2 · non-embedding params (the LM head counted, it is applied to
+    one position per prompt at most, but the matmuls dominate) · prompt tokens + attention 4 · layers ·
+    prompt² / 2 · query width (causal), bytes the weights once plus the KV written. A decode step at the mean
+    context: FLOPs 2 · non-embedding params · batch + attention, bytes the weights read plus the KV cache.
+    """
+    bandwidth_b_s = hw.memory_bandwidth_gb_s * 1e9 * device_count
+    peak_flop_s = peak_tflops(hw, quant) * 1e12 * device_count
+    bpw = QUANT_BYTES_PER_WEIGHT[quant]
+    params = non_embedding_params(arch)
+    q_width = arch.num_heads * arch.head_dim
+    kv_per_token = arch.kv_elements_per_token * kv_bytes_per_value
+    n_in = max(input_tokens, 1.0)
+    context = input_tokens + output_tokens / 2
+    weight_bytes = weights_read_per_step(arch, batch_size) * bpw
+    prefill_flops = batch_size * (2 * params * n_in + 2 * arch.num_layers * n_in * n_in * q_width)
+    prefill_bytes = weights_read_per_step(arch, int(min(batch_size * n_in, 1e6))) * bpw + batch_size * n_in * kv_per_token
+    decode_flops = batch_size * (2 * params + 4 * arch.num_layers * context * q_width)
+    decode_bytes = weight_bytes + batch_size * context * kv_per_token
+    return {"prefill_compute_s": prefill_flops / peak_flop_s, "prefill_memory_s": prefill_bytes / bandwidth_b_s,
+            "decode_compute_s": decode_flops / peak_flop_s, "decode_memory_s": decode_bytes / bandwidth_b_s}
+
+
+def _idle_power(row: dict[str, Any]) -> float:
+    value = _present(row, "idle_power_w")
+    try:
+        value = float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    return value if math.isfinite(value) and value > 0 else math.nan
+
+
 def _present(row: dict[str, Any], key: str) -> Any:
     """The row's value, or None where the column is absent or null (None, NaN or pandas' NA)."""
     value = row.get(key)
@@ -176,6 +217,8 @@ def _featurize_row(row: dict[str, Any]) -> dict[str, Any]:
     rl = roofline(arch, hw, quant=quant, batch_size=batch, input_tokens=n_in, output_tokens=n_out,
                   device_count=devices, kv_bytes_per_value=kv_bytes_per_value)
     full_context_kv_gb = batch * arch.kv_elements_per_token * (n_in + n_out) * kv_bytes_per_value / 1e9
+    work = run_work(arch, hw, quant=quant, batch_size=batch, input_tokens=n_in, output_tokens=n_out,
+                    device_count=devices, kv_bytes_per_value=kv_bytes_per_value)
     return {
         "arch_key": arch.key, "hardware_key": hw.key, "framework": framework, "mode": mode, "quant_key": quant,
         "log_total_params": math.log(arch.total_params), "log_active_params": math.log(arch.active_params),
@@ -197,6 +240,11 @@ def _featurize_row(row: dict[str, Any]) -> dict[str, Any]:
         "batch_size": batch, "input_tokens": n_in, "output_tokens": n_out, "gpu_count": devices if hw.is_gpu else 0,
         "memory_needed_gb": arch.total_params * QUANT_BYTES_PER_WEIGHT[quant] / 1e9 + full_context_kv_gb,
         "memory_available_gb": hw.memory_gb * devices if hw.memory_gb else np.nan,
+        "log_num_layers": math.log(arch.num_layers), "log_non_embedding_params": math.log(non_embedding_params(arch)),
+        "log_prefill_share": math.log(work["prefill_compute_s"] / (work["prefill_compute_s"]
+                                                                  + n_out * work["decode_compute_s"])),
+        "idle_power_w": _idle_power(row), "tdp_w": hw.tdp_w * devices,
+        **work,
     }
 
 

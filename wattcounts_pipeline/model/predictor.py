@@ -1,10 +1,12 @@
-"""The predictor: per target, boosted trees on the log ratio to its roofline anchor, with conformal intervals.
+"""The predictor: a fitted physics model per target, corrected by boosted trees, with conformal intervals.
 
-Modelling `log(measured / roofline)` rather than the raw value lets the physics carry the scale across devices and
-model sizes (which trees cannot extrapolate), and leaves the trees the engine's efficiency; where the trees do not
-beat a single fitted offset out of fold, the offset is kept. Intervals are cross-conformal: the spread of
-out-of-fold residuals, folds grouped by architecture when there are enough of them, so an interval reflects how
-well the model does on architectures it has not seen.
+The physics (`physics.py`) predicts time from per-layer launch overhead and the roofline, throughput from time,
+and energy as power × time (dynamic energy from bytes moved, FLOPs and run time, plus idle power × run time): a
+handful of parameters shared across architectures, so it carries the scale across model sizes, which trees cannot
+extrapolate. The trees then model `log(measured / physics)`; where they do not beat a single fitted offset out of
+fold, the offset is kept. Intervals are cross-conformal: the spread of out-of-fold residuals (physics and trees
+refitted without the fold), folds grouped by architecture when there are enough of them, so an interval reflects
+how well the model does on architectures it has not seen.
 """
 
 from __future__ import annotations
@@ -21,24 +23,28 @@ import pandas as pd
 from wattcounts_pipeline.model.domain import Domain
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import MODEL_FEATURES, PHYSICS_FEATURES, build_features, featurize
+from wattcounts_pipeline.model.physics import Physics, fit_physics
 from wattcounts_pipeline.model.trees import TreeEnsemble, fit_ensemble, fit_mean
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "wattcounts-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_COVERAGE = 0.8
+MAX_FOLDS = 10
+"""Out-of-fold splits for tree selection and intervals: one group (architecture) per fold up to this many."""
 EXCLUDED_ENERGY_METHODS = ("estimate",)
 """Energy estimated from CPU time is a model, not a measurement: never train energy targets on it."""
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A predicted column, the roofline column it is modelled relative to (None: modelled directly), its inputs,
-    and which rows may teach it."""
+    """A predicted column, the physics column it is modelled relative to (None: modelled directly), the plain
+    roofline column of the same quantity (for the baselines), its inputs, and which rows may teach it."""
 
     name: str
     anchor: str | None
+    roofline: str | None
     features: tuple[str, ...]
     measured_energy_only: bool = False
     real_weights_only: bool = False
@@ -55,27 +61,31 @@ class TargetSpec:
             ok &= rows["weights"] == "real"
         return ok.fillna(False).astype(bool)
 
-    def residual(self, y: np.ndarray, feats: pd.DataFrame) -> np.ndarray:
-        if self.anchor is None:
+    def residual(self, y: np.ndarray, feats: pd.DataFrame, anchor: str | None = None) -> np.ndarray:
+        """log(y / anchor column) (`anchor` defaults to the physics anchor); y itself for a direct target."""
+        anchor = anchor or self.anchor
+        if anchor is None:
             return y
-        return np.log(y) - np.log(feats[self.anchor].to_numpy(dtype=float))
+        return np.log(y) - np.log(feats[anchor].to_numpy(dtype=float))
 
-    def value(self, z: np.ndarray, feats: pd.DataFrame) -> np.ndarray:
+    def value(self, z: np.ndarray, feats: pd.DataFrame, anchor: str | None = None) -> np.ndarray:
         """Inverse of `residual`: the target's value from a (possibly shifted) model output."""
-        if self.anchor is None:
+        anchor = anchor or self.anchor
+        if anchor is None:
             return np.clip(z, 0.0, 1.0)
-        return feats[self.anchor].to_numpy(dtype=float) * np.exp(z)
+        return feats[anchor].to_numpy(dtype=float) * np.exp(z)
 
 
+RESIDUAL_FEATURES = (*PHYSICS_FEATURES, "log_num_layers", "log_prefill_share")
 TARGETS: tuple[TargetSpec, ...] = (
-    TargetSpec("energy_per_token_j", "roofline_energy_j_per_token", tuple(PHYSICS_FEATURES),
+    TargetSpec("energy_per_token_j", "phys_energy_j", "roofline_energy_j_per_token", RESIDUAL_FEATURES,
                measured_energy_only=True),
-    TargetSpec("energy_per_token_net_j", "roofline_energy_j_per_token", tuple(PHYSICS_FEATURES),
+    TargetSpec("energy_per_token_net_j", "phys_energy_net_j", "roofline_energy_j_per_token", RESIDUAL_FEATURES,
                measured_energy_only=True),
-    TargetSpec("tokens_per_s", "roofline_tokens_per_s", tuple(PHYSICS_FEATURES)),
-    TargetSpec("ttft_p50_s", "roofline_prefill_s", tuple(PHYSICS_FEATURES)),
-    TargetSpec("tpot_p50_s", "roofline_step_s", tuple(PHYSICS_FEATURES)),
-    TargetSpec("quality_acc_mean", None, tuple(MODEL_FEATURES), real_weights_only=True),
+    TargetSpec("tokens_per_s", "phys_tokens_per_s", "roofline_tokens_per_s", RESIDUAL_FEATURES),
+    TargetSpec("ttft_p50_s", "phys_ttft_s", "roofline_prefill_s", RESIDUAL_FEATURES),
+    TargetSpec("tpot_p50_s", "phys_tpot_s", "roofline_step_s", RESIDUAL_FEATURES),
+    TargetSpec("quality_acc_mean", None, None, tuple(MODEL_FEATURES), real_weights_only=True),
 )
 TARGET_SPECS = {t.name: t for t in TARGETS}
 
@@ -91,22 +101,56 @@ def conformal_half_width(residuals: np.ndarray, coverage: float) -> float:
 Fitter = Callable[[np.ndarray, np.ndarray], TreeEnsemble]
 
 
-def out_of_fold_residuals(x: np.ndarray, r: np.ndarray, groups: np.ndarray, fitter: Fitter) -> np.ndarray:
-    """Residuals of models that did not see the row: grouped folds when there are ≥ 3 groups, else 5-fold."""
+def folds(groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs: grouped folds (at most MAX_FOLDS) when there are ≥ 3 groups, else 5-fold;
+    none below 2 rows."""
     from sklearn.model_selection import GroupKFold, KFold  # training only
 
-    n = len(r)
+    n = len(groups)
     if n < 2:
-        return np.empty(0)
-    n_groups = len(np.unique(groups))
-    if n_groups >= 3:
-        splits = GroupKFold(n_splits=min(5, n_groups)).split(x, r, groups)
-    else:
-        splits = KFold(n_splits=min(5, n), shuffle=True, random_state=0).split(x)
-    oof = np.empty(n)
-    for train_idx, test_idx in splits:
-        oof[test_idx] = r[test_idx] - fitter(x[train_idx], r[train_idx]).predict(x[test_idx])
-    return oof
+        return []
+    if len(np.unique(groups)) >= 3:
+        return list(GroupKFold(n_splits=min(MAX_FOLDS, len(np.unique(groups)))).split(np.zeros(n), groups=groups))
+    return list(KFold(n_splits=min(5, n), shuffle=True, random_state=0).split(np.zeros(n)))
+
+
+def energy_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Rows whose energy is measured (the energy part of the physics is fitted on these only)."""
+    return TARGET_SPECS["energy_per_token_j"].usable(rows).to_numpy()
+
+
+def with_anchors(physics: Physics, feats: pd.DataFrame) -> pd.DataFrame:
+    """`feats` plus the physics prediction of every target (the `phys_*` anchor columns)."""
+    return pd.concat([feats, physics.anchors(feats)], axis=1)
+
+
+def fold_features(rows: pd.DataFrame, feats: pd.DataFrame
+                  ) -> list[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+    """Per out-of-fold split: train and test positions and the features of all rows with anchors from physics
+    fitted on the training positions only (so out-of-fold residuals include the physics' own error)."""
+    out = []
+    for train_idx, test_idx in folds(feats["arch_key"].to_numpy()):
+        physics = fit_physics(rows.iloc[train_idx], feats.iloc[train_idx], energy_rows(rows.iloc[train_idx]))
+        out.append((train_idx, test_idx, with_anchors(physics, feats)))
+    return out
+
+
+def out_of_fold_residuals(spec: TargetSpec, rows: pd.DataFrame, mask: np.ndarray,
+                          splits: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], fitter: Fitter) -> np.ndarray:
+    """Residuals of models (physics and `fitter`) that did not see the row, for the rows in `mask`."""
+    y = rows[spec.name].to_numpy(dtype=float)
+    oof = []
+    for train_idx, test_idx, feats in splits:
+        tr, te = train_idx[mask[train_idx]], test_idx[mask[test_idx]]
+        if not len(te):
+            continue
+        x = feats[list(spec.features)].to_numpy(dtype=float)
+        r = spec.residual(y, feats)
+        if not len(tr) or not np.isfinite(r[tr]).all() or not np.isfinite(r[te]).all():
+            oof.append(np.full(len(te), np.inf))
+            continue
+        oof.append(r[te] - fitter(x[tr], r[tr]).predict(x[te]))
+    return np.concatenate(oof) if oof else np.empty(0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +163,7 @@ class TargetModel:
     n_rows: int
 
     def predict(self, feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Point, low and high for each feature row."""
+        """Point, low and high for each feature row (features with the physics anchors)."""
         z = self.ensemble.predict(feats[list(self.spec.features)].to_numpy(dtype=float))
         return (self.spec.value(z, feats), self.spec.value(z - self.half_width, feats),
                 self.spec.value(z + self.half_width, feats))
@@ -140,10 +184,12 @@ class TargetModel:
         return cls(spec=spec, ensemble=ensemble, half_width=half_width, n_rows=int(data["n_rows"]))
 
 
-def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, coverage: float) -> TargetModel | None:
-    """Fit one target on its usable rows (None when there are none).
+def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, coverage: float,
+               splits: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]]) -> TargetModel | None:
+    """Fit one target on its usable rows (None when there are none); `feats` carry the physics anchors and
+    `splits` the out-of-fold anchors (see `fold_features`).
 
-    The trees are kept only if their out-of-fold error beats the calibrated roofline alone (a single fitted
+    The trees are kept only if their out-of-fold error beats the calibrated physics alone (a single fitted
     offset): with few or unrepresentative rows, splits can hurt more than they help on unseen groups.
     """
     mask = spec.usable(rows).to_numpy()
@@ -156,11 +202,14 @@ def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, covera
     f = feats[mask]
     x = f[list(spec.features)].to_numpy(dtype=float)
     r = spec.residual(rows.loc[mask, spec.name].to_numpy(dtype=float), f)
-    groups = f["arch_key"].to_numpy()
+    if not np.isfinite(r).all():
+        logger.warning("%s: the physics gives no finite anchor; it will not be predicted", spec.name)
+        return None
     fitters: dict[str, Fitter] = {"trees": lambda xs, ys: fit_ensemble(xs, ys, spec.features),
                                   "offset": lambda xs, ys: fit_mean(ys, spec.features)}
-    residuals = {name: out_of_fold_residuals(x, r, groups, fitter) for name, fitter in fitters.items()}
-    error = {name: float(np.mean(np.abs(v))) if len(v) else math.inf for name, v in residuals.items()}
+    residuals = {name: out_of_fold_residuals(spec, rows, mask, splits, fitter) for name, fitter in fitters.items()}
+    error = {name: float(np.mean(np.abs(v))) if len(v) and np.isfinite(v).all() else math.inf
+             for name, v in residuals.items()}
     choice = min(error, key=error.__getitem__)  # a tie keeps the trees (which are the mean below 12 rows)
     logger.info("%s: %s kept (out-of-fold mean |residual| %s)", spec.name, choice, error)
     return TargetModel(spec=spec, ensemble=fitters[choice](x, r),
@@ -176,6 +225,7 @@ class Predictor:
     models: dict[str, TargetModel]
     domain: Domain
     n_training_rows: int
+    physics: Physics
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per target: `<target>` (point), `<target>_low`, `<target>_high` (nominal `coverage` interval)."""
@@ -183,6 +233,7 @@ class Predictor:
 
     def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
         """As `predict`, for rows already through `features.build_features`; NaN for targets never fitted."""
+        feats = with_anchors(self.physics, feats)
         out = {}
         for spec in TARGETS:
             model = self.models.get(spec.name)
@@ -193,7 +244,8 @@ class Predictor:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "release_tag": self.release_tag,
                 "coverage": self.coverage, "n_training_rows": self.n_training_rows,
-                "domain": self.domain.to_dict(), "models": [m.to_dict() for m in self.models.values()]}
+                "domain": self.domain.to_dict(), "physics": self.physics.to_dict(),
+                "models": [m.to_dict() for m in self.models.values()]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Predictor:
@@ -203,7 +255,7 @@ class Predictor:
         models = [TargetModel.from_dict(m) for m in data["models"]]
         return cls(release_tag=data["release_tag"], coverage=float(data["coverage"]),
                    models={m.spec.name: m for m in models}, domain=Domain.from_dict(data["domain"]),
-                   n_training_rows=int(data["n_training_rows"]))
+                   n_training_rows=int(data["n_training_rows"]), physics=Physics.from_dict(data["physics"]))
 
 
 def training_table(configurations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[Any, str]]:
@@ -222,10 +274,15 @@ def fit(rows: pd.DataFrame, feats: pd.DataFrame, *, release_tag: str,
     """Fit every target on already-featurized rows (see `training_table`)."""
     if rows.empty:
         raise ModelError("no training rows: the configurations table is empty or no row matches the catalogs")
-    models = {spec.name: m for spec in TARGETS if (m := fit_target(spec, rows, feats, coverage)) is not None}
+    physics = fit_physics(rows, feats, energy_rows(rows))
+    splits = fold_features(rows, feats)
+    anchored = with_anchors(physics, feats)
+    models = {spec.name: m for spec in TARGETS
+              if (m := fit_target(spec, rows, anchored, coverage, splits)) is not None}
     quality_rows = TARGET_SPECS["quality_acc_mean"].usable(rows).to_numpy()
     return Predictor(release_tag=release_tag, coverage=coverage, models=models,
-                     domain=Domain.from_features(feats, feats[quality_rows]), n_training_rows=len(rows))
+                     domain=Domain.from_features(feats, feats[quality_rows]), n_training_rows=len(rows),
+                     physics=physics)
 
 
 def fit_predictor(configurations: pd.DataFrame, release_tag: str = "dev",

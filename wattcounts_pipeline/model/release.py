@@ -81,7 +81,7 @@ def render_card(predictor: Predictor, metrics: dict[str, Any], cv: pd.DataFrame)
                     "|---|---|---|---|---|"]
     for spec in TARGETS:
         model = predictor.models.get(spec.name)
-        how = f"log({spec.name} / {spec.anchor})" if spec.anchor else f"{spec.name} (0–1)"
+        how = f"log({spec.name} / physics)" if spec.anchor else f"{spec.name} (0–1)"
         if model is None:
             target_lines.append(f"| {spec.name} | {how} | – | 0 | not predicted |")
             continue
@@ -116,17 +116,22 @@ Rows left out (not in the catalogs):
 ## Targets
 {chr(10).join(target_lines)}
 
-Each physical target is boosted trees (scikit-learn GradientBoostingRegressor, depth 3, 100 rounds; the mean
-alone below 12 rows) on the log ratio of the measured value to its roofline anchor, so the roofline carries the
-scale across devices and model sizes and the trees learn the engine's efficiency. Where the trees do not beat a
-single fitted offset out of fold, the offset alone is kept ("offset only"). Intervals are cross-conformal: the
-{predictor.coverage:.0%} conformal quantile of out-of-fold |residuals|, folds grouped by architecture.
+Each physical target starts from a fitted physics model (wattcounts_pipeline/model/physics.py): a decode step
+costs the engine's launch overhead (per layer, so eager engines are launch-bound at small batch) combined with the
+GPU time of the roofline at fitted efficiencies; TTFT likewise for the prefill; tokens/s follows from TTFT and
+TPOT; net energy is TDP × (fitted shares of the ideal memory and compute seconds and of the run time); gross
+energy adds the device's measured idle power × run time. Its few parameters are shared across architectures
+(per-hardware and per-setup factors shrunk toward 1). Boosted trees (scikit-learn GradientBoostingRegressor,
+depth 3, 100 rounds; the mean alone below 12 rows) then model the log ratio of the measured value to the physics;
+where they do not beat a single fitted offset out of fold, the offset alone is kept ("offset only"). Intervals
+are cross-conformal: the {predictor.coverage:.0%} conformal quantile of out-of-fold |residuals| (physics and trees
+refitted without the fold), folds grouped by architecture.
 
 ## Features
 {", ".join(f"`{f}`" for f in features)}
 
-Roofline: a decode step takes max((weight bytes + KV bytes) / bandwidth, 2 · active params · batch / peak FLOP/s);
-the energy anchor is TDP × step / batch. Device numbers are vendor datasheet values
+Roofline (the baseline's anchor and tree features): a decode step takes max((weight bytes + KV bytes) /
+bandwidth, 2 · active params · batch / peak FLOP/s); its energy is TDP × step / batch. Device numbers are vendor datasheet values
 (wattcounts_pipeline/model/catalog/hardware.yaml).
 
 ## Cross-validated error
@@ -141,7 +146,9 @@ Notes:
 
 ## Limits
 - A framework, device or architecture never measured is extrapolated; `recommend` warns when it does so.
-- Trees do not extrapolate beyond the measured batch sizes and lengths; the roofline scaling alone does.
+- Trees do not extrapolate beyond the measured batch sizes and lengths; the physics scaling alone does.
+- An engine setup (framework / mode) or device never measured gets the physics' global overhead and
+  efficiencies: e.g. a compiled engine without compiled rows is predicted as launch-bound as an eager one.
 - Quality depends on the model and weight format only, not on the device or load.
 
 ## Files

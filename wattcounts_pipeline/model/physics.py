@@ -1,0 +1,244 @@
+"""A small fitted performance model: time from launch overhead and the roofline, energy as power × time.
+
+The roofline alone misses what dominates small-batch serving with an eager engine: every decode step launches a
+few kernels per layer from Python, so a step costs `overhead per layer × (layers + n0)` even when the GPU would
+be done far sooner (measured: batch-1 decode of anything from 0.5B to 8B parameters runs ≈ 50 tokens/s on an H200
+with eager transformers). So, per run of `batch` prompts of `input` tokens answered with `output` tokens:
+
+    overhead   = a · (layers + n0)                                      (host time to launch one step)
+    decode GPU = smax(decode bytes / (η_m · bandwidth), decode FLOPs / (η_c · peak))
+    prefill GPU= smax(prefill bytes / (η_m · bandwidth), prefill FLOPs / (η_p · peak))
+    TPOT       = (overhead^q + decode GPU^q)^(1/q)   TTFT = ((r · overhead)^q + prefill GPU^q)^(1/q)
+    tokens/s   = batch · output / (TTFT + (output − 1) · TPOT)
+    net energy = TDP · (k_m · ideal memory seconds + k_c · ideal compute seconds + k_t · run seconds)
+    gross      = net + idle power · run seconds                          (both per output token)
+
+q between the overhead and the GPU time says how much they overlap (q = 1: not at all, q → ∞: fully). Every
+rate, overhead and energy coefficient is a global value times a factor per hardware and per engine setup
+(framework / mode); the factors are shrunk toward 1, so a setup or device the training rows never saw gets the
+global value. The fit is least squares on log errors (scipy, training only); the fitted numbers are plain JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+FACTORS = ("hardware", "setup")
+PRIOR_WEIGHT = 0.3
+"""Penalty weight on each log factor (per-row log errors have weight 1): a factor is pulled toward 1 unless
+the rows it covers agree on moving it."""
+SMOOTH_MAX_P = 4.0
+IDLE_FRACTION_OF_TDP = 0.17
+"""Idle power of a device never measured, as a fraction of its TDP: used only when no training row's device
+gives a measured ratio."""
+
+# name: (initial global value (log), factor groups it varies by)
+TIME_PARAMS: dict[str, tuple[float, tuple[str, ...]]] = {
+    "log_overhead_per_layer_s": (math.log(5e-4), ("hardware", "setup")),
+    "log_overhead_layers0": (math.log(2.0), ()),
+    "log_prefill_overhead_ratio": (0.0, ()),
+    "logit_eta_memory": (math.log(0.7 / 0.3), ("hardware", "setup")),
+    "logit_eta_compute": (0.0, ("hardware", "setup")),
+    "logit_eta_prefill": (0.0, ("hardware", "setup")),
+    "log_q_minus_1": (0.0, ()),
+}
+ENERGY_PARAMS: dict[str, tuple[float, tuple[str, ...]]] = {
+    "log_k_memory": (math.log(0.3), ("hardware", "setup")),
+    "log_k_compute": (math.log(0.3), ("hardware", "setup")),
+    "log_k_time": (math.log(0.05), ("hardware", "setup")),
+}
+ANCHORS = {"tpot_p50_s": "phys_tpot_s", "ttft_p50_s": "phys_ttft_s", "tokens_per_s": "phys_tokens_per_s",
+           "energy_per_token_net_j": "phys_energy_net_j", "energy_per_token_j": "phys_energy_j"}
+
+
+def factor_levels(feats: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each row's level of every factor: its hardware, and its engine setup (framework / mode)."""
+    return {"hardware": feats["hardware_key"].astype(str).to_numpy(),
+            "setup": (feats["framework"].astype(str) + "/" + feats["mode"].astype(str)).to_numpy()}
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """Global log values plus per-level log factors; `values` gives every row its own log value."""
+
+    globals_: dict[str, float]
+    factors: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # param -> factor -> level -> δ
+
+    def values(self, name: str, levels: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(levels.values())))
+        out = np.full(n, self.globals_[name])
+        for factor, deltas in self.factors.get(name, {}).items():
+            out = out + np.array([deltas.get(level, 0.0) for level in levels[factor]])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"globals": self.globals_, "factors": self.factors}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParamSet:
+        return cls(globals_={k: float(v) for k, v in data["globals"].items()},
+                   factors={p: {f: {lvl: float(d) for lvl, d in levels.items()} for f, levels in fs.items()}
+                            for p, fs in data["factors"].items()})
+
+
+def _smax(a: np.ndarray, b: np.ndarray, p: np.ndarray | float) -> np.ndarray:
+    """Smooth maximum (a^p + b^p)^(1/p), computed in logs so tiny and huge times do not under/overflow."""
+    la, lb = np.log(a), np.log(b)
+    m = np.maximum(la, lb)
+    return np.exp(m + np.log(np.exp(p * (la - m)) + np.exp(p * (lb - m))) / p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """An efficiency in (0, 1) from an unbounded parameter: no engine beats the roofline."""
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def predict_times(params: ParamSet, feats: pd.DataFrame, levels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    v = {name: params.values(name, levels) for name in TIME_PARAMS}
+    layers = feats["num_layers"].to_numpy(float)
+    overhead = np.exp(v["log_overhead_per_layer_s"]) * (layers + np.exp(v["log_overhead_layers0"]))
+    q = 1.0 + np.exp(v["log_q_minus_1"])
+    eta_m, eta_c, eta_p = (_sigmoid(v[f"logit_eta_{k}"]) for k in ("memory", "compute", "prefill"))
+    decode = _smax(feats["decode_memory_s"].to_numpy(float) / eta_m,
+                   feats["decode_compute_s"].to_numpy(float) / eta_c, SMOOTH_MAX_P)
+    prefill = _smax(feats["prefill_memory_s"].to_numpy(float) / eta_m,
+                    feats["prefill_compute_s"].to_numpy(float) / eta_p, SMOOTH_MAX_P)
+    tpot = _smax(overhead, decode, q)
+    ttft = _smax(overhead * np.exp(v["log_prefill_overhead_ratio"]), prefill, q)
+    batch, n_out = feats["batch_size"].to_numpy(float), feats["output_tokens"].to_numpy(float)
+    run_s = ttft + np.maximum(n_out - 1, 0) * tpot
+    return {"tpot": tpot, "ttft": ttft, "run_s": run_s, "tokens_per_s": batch * n_out / run_s}
+
+
+def _net_energy(params: ParamSet, feats: pd.DataFrame, levels: dict[str, np.ndarray],
+                run_s: np.ndarray) -> np.ndarray:
+    """Idle-subtracted energy per output token (J)."""
+    v = {name: params.values(name, levels) for name in ENERGY_PARAMS}
+    steps = np.maximum(feats["output_tokens"].to_numpy(float) - 1, 0)
+    memory_s = feats["prefill_memory_s"].to_numpy(float) + steps * feats["decode_memory_s"].to_numpy(float)
+    compute_s = feats["prefill_compute_s"].to_numpy(float) + steps * feats["decode_compute_s"].to_numpy(float)
+    tokens = feats["batch_size"].to_numpy(float) * feats["output_tokens"].to_numpy(float)
+    joules = feats["tdp_w"].to_numpy(float) * (np.exp(v["log_k_memory"]) * memory_s
+                                               + np.exp(v["log_k_compute"]) * compute_s
+                                               + np.exp(v["log_k_time"]) * run_s)
+    return joules / tokens
+
+
+def _fit_params(spec: dict[str, tuple[float, tuple[str, ...]]], levels: dict[str, np.ndarray],
+                residuals: Any, init: dict[str, float] | None = None) -> ParamSet:
+    """Least squares over the globals and the shrunk factors of `spec`; `residuals(ParamSet)` gives log errors."""
+    from scipy.optimize import least_squares  # training only
+
+    names = list(spec)
+    slots: list[tuple[str, str | None, str | None]] = [(n, None, None) for n in names]
+    for n in names:
+        for factor in spec[n][1]:
+            slots += [(n, factor, level) for level in sorted(set(levels[factor]))]
+    x0 = np.array([(init or {}).get(n, spec[n][0]) if f is None else 0.0 for n, f, _ in slots])
+    is_factor = np.array([f is not None for _, f, _ in slots])
+
+    def unpack(x: np.ndarray) -> ParamSet:
+        globals_, factors = {}, {}
+        for (n, f, level), value in zip(slots, x, strict=True):
+            if f is None:
+                globals_[n] = float(value)
+            else:
+                factors.setdefault(n, {}).setdefault(f, {})[level] = float(value)
+        return ParamSet(globals_, factors)
+
+    def objective(x: np.ndarray) -> np.ndarray:
+        r = residuals(unpack(x))
+        return np.concatenate([np.where(np.isfinite(r), r, 10.0), PRIOR_WEIGHT * x[is_factor]])
+
+    result = least_squares(objective, x0, loss="soft_l1", f_scale=0.3, max_nfev=400 * len(x0),
+                           x_scale=1.0, bounds=(np.full(len(x0), -30.0), np.full(len(x0), 30.0)))
+    return unpack(result.x)
+
+
+def _log_target(rows: pd.DataFrame, column: str) -> np.ndarray:
+    y = pd.to_numeric(rows[column], errors="coerce").to_numpy(float) if column in rows else np.full(len(rows), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(y) & (y > 0), np.log(np.where(y > 0, y, 1.0)), np.nan)
+
+
+@dataclass(frozen=True)
+class Physics:
+    """Fitted time and energy parameters plus each measured device's idle power as a fraction of its TDP."""
+
+    time: ParamSet
+    energy: ParamSet | None
+    idle_fraction: dict[str, float]
+    idle_fraction_default: float
+
+    def anchors(self, feats: pd.DataFrame) -> pd.DataFrame:
+        """The physics prediction of every target, one `phys_*` column each (see ANCHORS)."""
+        levels = factor_levels(feats)
+        t = predict_times(self.time, feats, levels)
+        out = {"phys_tpot_s": t["tpot"], "phys_ttft_s": t["ttft"], "phys_tokens_per_s": t["tokens_per_s"]}
+        if self.energy is not None:
+            net = _net_energy(self.energy, feats, levels, t["run_s"])
+            fraction = np.array([self.idle_fraction.get(h, self.idle_fraction_default)
+                                 for h in feats["hardware_key"]])
+            idle_w = fraction * feats["tdp_w"].to_numpy(float)
+            tokens = feats["batch_size"].to_numpy(float) * feats["output_tokens"].to_numpy(float)
+            out |= {"phys_energy_net_j": net, "phys_energy_j": net + idle_w * t["run_s"] / tokens}
+        else:
+            nan = np.full(len(feats), np.nan)
+            out |= {"phys_energy_net_j": nan, "phys_energy_j": nan}
+        return pd.DataFrame(out, index=feats.index)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time.to_dict(), "energy": None if self.energy is None else self.energy.to_dict(),
+                "idle_fraction": self.idle_fraction, "idle_fraction_default": self.idle_fraction_default}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Physics:
+        return cls(time=ParamSet.from_dict(data["time"]),
+                   energy=None if data["energy"] is None else ParamSet.from_dict(data["energy"]),
+                   idle_fraction={k: float(v) for k, v in data["idle_fraction"].items()},
+                   idle_fraction_default=float(data["idle_fraction_default"]))
+
+
+def fit_physics(rows: pd.DataFrame, feats: pd.DataFrame, energy_rows: np.ndarray) -> Physics:
+    """Fit the time model on every row with measured times, then the energy model on `energy_rows` (a mask of
+    rows whose energy is measured), and take each device's idle power (median of its rows) relative to TDP."""
+    levels = factor_levels(feats)
+    y = {k: _log_target(rows, k) for k in ("tpot_p50_s", "ttft_p50_s", "tokens_per_s")}
+
+    def time_residuals(params: ParamSet) -> np.ndarray:
+        t = predict_times(params, feats, levels)
+        r = [np.log(t["tpot"]) - y["tpot_p50_s"], np.log(t["ttft"]) - y["ttft_p50_s"],
+             np.log(t["tokens_per_s"]) - y["tokens_per_s"]]
+        return np.concatenate([v[np.isfinite(v)] for v in r])
+
+    time = _fit_params(TIME_PARAMS, levels, time_residuals)
+    run_s = predict_times(time, feats, levels)["run_s"]
+    energy = None
+    idle_fraction: dict[str, float] = {}
+    default = IDLE_FRACTION_OF_TDP
+    if energy_rows.any():
+        y_net = _log_target(rows, "energy_per_token_net_j")
+        sub = {k: v[energy_rows] for k, v in levels.items()}
+        f_sub, run_sub, y_sub = feats[energy_rows], run_s[energy_rows], y_net[energy_rows]
+
+        def energy_residuals(params: ParamSet) -> np.ndarray:
+            r = np.log(_net_energy(params, f_sub, sub, run_sub)) - y_sub
+            return r[np.isfinite(r)]
+
+        if np.isfinite(y_sub).any():
+            energy = _fit_params(ENERGY_PARAMS, sub, energy_residuals)
+        idle = feats.loc[energy_rows, "idle_power_w"].to_numpy(float) / feats.loc[energy_rows, "tdp_w"].to_numpy(float)
+        hw = feats.loc[energy_rows, "hardware_key"].to_numpy()
+        ok = np.isfinite(idle) & (idle > 0)
+        idle_fraction = {h: float(np.median(idle[ok & (hw == h)])) for h in sorted(set(hw[ok]))}
+        if ok.any():
+            default = float(np.median(list(idle_fraction.values())))
+    return Physics(time=time, energy=energy, idle_fraction=idle_fraction, idle_fraction_default=default)
