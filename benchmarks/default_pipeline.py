@@ -36,12 +36,15 @@ def main() -> None:
             print(json.dumps({"partition": key, "success": result.success,
                               "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
         t0 = time.perf_counter()
-        result = dg.materialize(assets, selection=DOWNSTREAM, instance=instance, resources=resources)
+        result = dg.materialize(assets, selection=DOWNSTREAM, instance=instance, resources=resources,
+                                raise_on_error=False)
         release = result.output_for_node("dataset_release")
+        downstream_failed = [e.step_key for e in result.get_step_failure_events()]
     total = time.perf_counter() - start
     print(json.dumps({"downstream_seconds": round(time.perf_counter() - t0, 1), "partitions": len(keys),
-                      "failed": failed, "release": release["tag"], "release_path": release["path"],
-                      "total_seconds": round(total, 1), "cpus": os.cpu_count()}), flush=True)
+                      "failed": failed, "downstream_failed": downstream_failed, "release": release["tag"],
+                      "release_path": release["path"], "total_seconds": round(total, 1), "cpus": os.cpu_count()}),
+          flush=True)
 
 
 if __name__ == "__main__":

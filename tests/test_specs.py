@@ -70,3 +70,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     broken.write_text("matrix: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_experiment(broken)
+
+
+def test_a_broken_experiment_file_does_not_stall_the_others(tmp_path: Path) -> None:
+    from wattcounts_pipeline.defs.resources import ExperimentsResource
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(DEFAULT.read_text().replace("framework: llamacpp", "framework: tensorrt"))
+    resource = ExperimentsResource(files=[str(broken), str(DEFAULT)])
+    good = load_experiment(DEFAULT)
+    assert set(resource.specs()) == {s.key for s in good}
+    with pytest.raises(SpecError, match="no readable experiment file"):
+        resource.spec("missing-12345678")

@@ -1,5 +1,6 @@
 """Resources and partitions shared by the stages."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from wattcounts_pipeline.sweep import done_keys
 
 experiment_partitions = dg.DynamicPartitionsDefinition(name="experiment_spec")
 submission_partitions = dg.DynamicPartitionsDefinition(name="submission_bundle")
+logger = logging.getLogger(__name__)
 
 
 def default_experiment_files() -> list[str]:
@@ -23,8 +25,15 @@ def default_experiment_files() -> list[str]:
     env = os.environ.get("WATTCOUNTS_EXPERIMENTS")
     if env:
         return [p for p in env.split(os.pathsep) if p]
-    files = sorted(paths.EXPERIMENTS_DIR.glob("*.yaml"))
-    return [str(p) for p in files if (yaml.safe_load(p.read_text()) or {}).get("in_default_set", True)]
+    return [str(p) for p in sorted(paths.EXPERIMENTS_DIR.glob("*.yaml")) if _in_default_set(p)]
+
+
+def _in_default_set(path: Path) -> bool:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return True  # let loading it report the problem with the file's name
+    return not isinstance(doc, dict) or doc.get("in_default_set", True) is not False
 
 
 def gpu_present() -> bool:
@@ -58,7 +67,14 @@ class ExperimentsResource(dg.ConfigurableResource):
         return [Path(f) for f in (self.files or default_experiment_files())]
 
     def specs(self) -> dict[str, ExperimentSpec]:
-        return load_experiments(self.paths())
+        """Specs of every readable file; a broken file is logged and skipped so it cannot stall the others."""
+        specs: dict[str, ExperimentSpec] = {}
+        for path in self.paths():
+            try:
+                specs.update({k: s for k, s in load_experiments([path]).items() if k not in specs})
+            except SpecError as exc:
+                logger.error("skipping experiment file: %s", exc)
+        return specs
 
     def measurable_specs(self) -> dict[str, ExperimentSpec]:
         """Specs this host can measure live, or whose rows were recorded elsewhere (GPU sweeps)."""
@@ -71,7 +87,8 @@ class ExperimentsResource(dg.ConfigurableResource):
     def spec(self, key: str) -> ExperimentSpec:
         specs = self.specs()
         if key not in specs:
-            raise SpecError(f"partition {key!r} is in no experiment file any more ({[str(p) for p in self.paths()]})")
+            raise SpecError(f"partition {key!r} is in no readable experiment file "
+                            f"({[str(p) for p in self.paths()]}; see the log for files skipped as broken)")
         return specs[key]
 
 
