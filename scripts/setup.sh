@@ -24,7 +24,7 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
       -w "$wheels" "llama-cpp-python==$LLAMA_VERSION"
   fi
   $PIP install -q --no-deps "$wheels"/llama_cpp_python-*.whl
-  $PIP install -q "llama-cpp-python==$LLAMA_VERSION"   # its pure-Python dependencies
+  $PIP install -q "llama-cpp-python[server]==$LLAMA_VERSION"   # its pure-Python dependencies and server
 fi
 
 $PIP install -q -e ".[llamacpp,hf,eval,dev]"

@@ -81,6 +81,7 @@ class InferenceBackend(abc.ABC):
 
 REGISTRY: dict[str, str] = {
     "llamacpp": "wattcounts_pipeline.backends.llamacpp:LlamaCppBackend",
+    "llamacpp-server": "wattcounts_pipeline.backends.llamacpp_server:LlamaCppServerBackend",
     "transformers": "wattcounts_pipeline.backends.transformers_backend:TransformersBackend",
     "vllm": "wattcounts_pipeline.backends.vllm_backend:VLLMBackend",
     "openai": "wattcounts_pipeline.backends.openai_compat:OpenAICompatBackend",

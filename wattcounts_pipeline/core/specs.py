@@ -17,7 +17,7 @@ import yaml
 
 from wattcounts_pipeline.core.errors import SpecError
 
-FRAMEWORKS = ("llamacpp", "transformers", "vllm", "openai")
+FRAMEWORKS = ("llamacpp", "llamacpp-server", "transformers", "vllm", "openai")
 WEIGHTS = ("real", "random")
 WORKLOAD_KINDS = ("fixed", "sharegpt")
 LATER_FIELDS = {"min_window_s": 0.0}  # spec fields added after data was recorded, with their defaults

@@ -44,7 +44,7 @@ QUANT_BYTES_PER_WEIGHT: dict[str, float] = {
 DTYPE_QUANT = {"float32": "F32", "fp32": "F32", "f32": "F32", "bfloat16": "BF16", "bf16": "BF16",
                "float16": "F16", "fp16": "F16", "f16": "F16", "half": "F16"}
 UNQUANTIZED = {"", "NONE", "AUTO", "FULL"}
-FRAMEWORKS = ("llamacpp", "transformers", "vllm", "openai")
+FRAMEWORKS = ("llamacpp", "llamacpp-server", "transformers", "vllm", "openai")
 
 MODEL_FEATURES = ["log_total_params", "log_active_params", "num_layers", "log_hidden_size", "num_kv_heads",
                   "log_vocab_size", "is_moe", "bytes_per_weight",

@@ -1,0 +1,105 @@
+"""llama.cpp served by `python -m llama_cpp.server`, measured through the OpenAI client.
+
+The same GGUF and the same prompts as the in-process `llamacpp` backend, plus what serving costs
+(HTTP, JSON, server-sent events). Prompts are tokenized in-process with a vocab-only model;
+llama-cpp-python's server takes text prompts only, so each prompt is sent as text and its token
+count is the count the server's own tokenization gives (BOS included).
+The server runs one request at a time: a concurrency above 1 queues requests, and their TTFT
+includes the wait. The server reuses the KV cache of a prompt prefix shared with the previous
+request; prompts of one workload share only the BOS token, so nearly every prompt is prefilled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from wattcounts_pipeline import paths
+from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.openai_compat import Completion, CompletionClient
+from wattcounts_pipeline.backends.server import ManagedServer
+from wattcounts_pipeline.core.errors import BackendError
+from wattcounts_pipeline.core.specs import ExperimentSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENGINE_ARGS: dict[str, Any] = {"n_ctx": 2048, "n_batch": 512, "n_gpu_layers": 0,
+                                       "interrupt_requests": False}  # else a new request cuts the streaming one
+CLIENT_ARGS = ("timeout_s", "startup_timeout_s")
+
+
+class LlamaCppServerBackend(InferenceBackend):
+    """Starts the server in load(), stops it in close(); a failed request stops it and raises with its log."""
+
+    framework = "llamacpp-server"
+
+    def __init__(self, spec: ExperimentSpec, model_path: Path) -> None:
+        super().__init__(spec, model_path)
+        args = spec.engine_kwargs
+        self.timeout_s = float(args.get("timeout_s", 300.0))
+        self.startup_timeout_s = float(args.get("startup_timeout_s", 120.0))
+        self.engine_args = {**DEFAULT_ENGINE_ARGS, "n_threads": os.cpu_count() or 1,
+                            **{k: v for k, v in args.items() if k not in CLIENT_ARGS}}
+        self.vocab: Any = None
+        self.server: ManagedServer | None = None
+        self.client: CompletionClient | None = None
+
+    def load(self) -> None:
+        import llama_cpp
+
+        if not Path(self.model_path).is_file():
+            raise BackendError(f"llama.cpp server: GGUF file not found: {self.model_path}")
+        try:
+            self.vocab = llama_cpp.Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"llama.cpp could not read the vocabulary of {self.model_path}: {exc}") from exc
+        self._version = llama_cpp.__version__
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
+                "--host", "{host}", "--port", "{port}", "--seed", "0"]
+        for key, value in sorted(self.engine_args.items()):
+            argv += [f"--{key}", str(value)]
+        log = paths.subdir("logs", "servers") / f"{self.spec.key}.log"
+        self.server = ManagedServer(argv, log, health_path="/v1/models", startup_timeout_s=self.startup_timeout_s)
+        self.server.start()
+        try:
+            self.client = CompletionClient(self.server.base_url, timeout_s=self.timeout_s)
+        except BackendError as exc:
+            raise self.server.fail(str(exc)) from exc
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    @property
+    def bos_token_ids(self) -> list[int]:
+        bos = self.vocab.token_bos()
+        return [bos] if bos >= 0 else []
+
+    def _completion(self, prompt: Prompt) -> Completion:
+        n_bos = len(self.bos_token_ids)
+        text = self.vocab.detokenize(list(prompt.token_ids[n_bos:])).decode("utf-8", errors="replace")
+        n_in = len(self.vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True))  # as the server sees it
+        return Completion(text, n_in, prompt.max_new_tokens)
+
+    def generate(self, prompts: list[Prompt], batch_size: int) -> list[RequestResult]:
+        if self.client is None or self.server is None:
+            raise BackendError("llama.cpp server: generate() before load()")
+        try:
+            return self.client.run([self._completion(p) for p in prompts], batch_size)
+        except BackendError as exc:
+            raise self.server.fail(str(exc)) from exc
+
+    def info(self) -> dict[str, Any]:
+        return {"framework_version": self._version, "device": "cpu" if not self.engine_args["n_gpu_layers"]
+                else "gpu", "engine_args": {**self.engine_args, "server": "llama_cpp.server",
+                                            "timeout_s": self.timeout_s}}
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.vocab is not None:
+            self.vocab.close()
+            self.vocab = None
