@@ -1,7 +1,8 @@
-"""Regenerate the README's headline tables and figure from a dataset release (one command).
+"""Regenerate the README's headline tables and figures from a dataset release (one command).
 
-Usage: python benchmarks/readme_figures.py RELEASE_DIR [--out docs]
-Writes docs/energy_per_token_decode.png and docs/headline.md (the tables pasted into the README).
+Usage: python benchmarks/readme_figures.py RELEASE_DIR [--out docs]          (the default release)
+       python benchmarks/readme_figures.py LADDER_RELEASE_DIR --ladder      (experiments/ladder.yaml)
+Writes docs/energy_per_token_decode.png + docs/headline.md, or docs/quality_vs_energy.png + docs/ladder.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from wattcounts_pipeline.hub.card import markdown_table
-from wattcounts_pipeline.hub.figures import energy_per_token_figure
+from wattcounts_pipeline.hub.figures import energy_per_token_figure, pareto_front, quality_energy_figure
 
 DECODE = "decode-128-256"
 
@@ -37,13 +38,31 @@ def headline(configs: pd.DataFrame) -> str:
             f"{markdown_table(table)}\n\n### CPU (this project's default experiment)\n\n{markdown_table(cpu)}\n")
 
 
+def ladder(configs: pd.DataFrame, quality: pd.DataFrame) -> str:
+    """One row per rung: energy and speed on the workload, accuracy per task, Pareto membership."""
+    acc = quality[quality["metric"] == "acc"].pivot_table(index=["quantization", "framework"], columns="task",
+                                                          values="value")
+    table = configs.set_index(["quantization", "framework"])[
+        ["energy_per_token_j", "energy_per_token_j_ci95_low", "energy_per_token_j_ci95_high", "tokens_per_s",
+         "quality_acc_mean"]].join(acc).reset_index()
+    table["pareto"] = pareto_front(table["energy_per_token_j"], table["quality_acc_mean"]).map({True: "yes", False: ""})
+    table = table.sort_values("energy_per_token_j").round(4)
+    return markdown_table(table) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("release", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--ladder", action="store_true", help="the quantization ladder's table and plot")
     args = parser.parse_args()
     configs = pd.read_parquet(args.release / "data" / "configurations.parquet")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.ladder:
+        quality_energy_figure(configs, args.out / "quality_vs_energy.png")
+        (args.out / "ladder.md").write_text(ladder(configs, pd.read_parquet(args.release / "data" / "quality.parquet")))
+        print((args.out / "ladder.md").read_text())
+        return
     decode_gpu = configs[(configs["workload"] == DECODE) & (configs["gpu_count"] > 0)]
     energy_per_token_figure(decode_gpu, args.out / "energy_per_token_decode.png")
     (args.out / "headline.md").write_text(headline(configs))
