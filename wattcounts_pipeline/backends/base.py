@@ -79,6 +79,25 @@ class InferenceBackend(abc.ABC):
         """Free memory and stop any server."""
 
 
+class HFTokenizerMixin:
+    """tokenize/bos for backends holding a Hugging Face tokenizer in `self.tokenizer`."""
+
+    tokenizer: Any
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @property
+    def bos_token_ids(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None else []
+
+
+# Spellings accepted for a spec's dtype, mapped to torch's names.
+DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                 "float16": "float16", "fp16": "float16"}
+
+
 REGISTRY: dict[str, str] = {
     "llamacpp": "wattcounts_pipeline.backends.llamacpp:LlamaCppBackend",
     "llamacpp-server": "wattcounts_pipeline.backends.llamacpp_server:LlamaCppServerBackend",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.base import HFTokenizerMixin, InferenceBackend, Prompt, RequestResult
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
@@ -170,7 +170,7 @@ def api_key_from_env(name: str) -> str:
     return key
 
 
-class OpenAICompatBackend(InferenceBackend):
+class OpenAICompatBackend(HFTokenizerMixin, InferenceBackend):
     """A client of a server someone else runs; the measured energy is this host's, so meter the server's."""
 
     framework = "openai"
@@ -193,14 +193,6 @@ class OpenAICompatBackend(InferenceBackend):
                                        api_key_from_env(str(args.get("api_key_env", ""))),
                                        float(args.get("timeout_s", 300.0)), bool(args.get("fixed_length", True)))
         self.tokenizer = hf_tokenizer(Path(args.get("tokenizer") or self.model_path))
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    @property
-    def bos_token_ids(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None else []
 
     def completions(self, prompts: list[Prompt]) -> list[Completion]:
         """Prompts as sent: token ids, or text decoded after the BOS the server adds again."""

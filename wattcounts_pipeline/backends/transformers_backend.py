@@ -11,17 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.base import DTYPE_ALIASES, HFTokenizerMixin, InferenceBackend, Prompt, RequestResult
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
-
-
-class TransformersBackend(InferenceBackend):
+class TransformersBackend(HFTokenizerMixin, InferenceBackend):
     framework = "transformers"
 
     def __init__(self, spec: ExperimentSpec, model_path: Path) -> None:
@@ -38,10 +34,10 @@ class TransformersBackend(InferenceBackend):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         device = self.device_name if self.device_name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype_name = DTYPES.get(self.spec.dtype, "float32" if self.spec.dtype == "auto" else self.spec.dtype)
+        dtype_name = DTYPE_ALIASES.get(self.spec.dtype, "float32" if self.spec.dtype == "auto" else self.spec.dtype)
         dtype = getattr(torch, dtype_name, None)
         if dtype is None:
-            raise BackendError(f"transformers: unknown dtype {self.spec.dtype!r}; use one of {sorted(DTYPES)}")
+            raise BackendError(f"transformers: unknown dtype {self.spec.dtype!r}; use one of {sorted(DTYPE_ALIASES)}")
         path = Path(self.model_path)
         try:
             if self.spec.model.weights == "random":
@@ -75,14 +71,6 @@ class TransformersBackend(InferenceBackend):
 
         tok = Path(self.spec.model.tokenizer)
         return tok if tok.is_absolute() or tok.exists() else paths.REPO_ROOT / tok
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    @property
-    def bos_token_ids(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None else []
 
     def sync(self) -> None:
         import torch

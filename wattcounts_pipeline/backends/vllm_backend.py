@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.base import DTYPE_ALIASES, HFTokenizerMixin, InferenceBackend, Prompt, RequestResult
 from wattcounts_pipeline.backends.gguf_convert import checkpoint_from_gguf
 from wattcounts_pipeline.backends.openai_compat import Completion, CompletionClient, hf_tokenizer
 from wattcounts_pipeline.backends.server import ManagedServer, stop_process_group, tail
@@ -38,11 +38,10 @@ WORKER = Path(__file__).with_name("vllm_worker.py")
 SERVED_NAME = "wattcounts-model"
 ENGINE_KEYS = ("max_num_seqs", "tensor_parallel_size", "enforce_eager", "load_format", "max_model_len",
                "quantization", "gpu_memory_utilization", "enable_prefix_caching")
-DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {"auto": "auto", **DTYPE_ALIASES}
 
 
-class VLLMBackend(InferenceBackend):
+class VLLMBackend(HFTokenizerMixin, InferenceBackend):
     framework = "vllm"
 
     def __init__(self, spec: ExperimentSpec, model_path: Path) -> None:
@@ -155,14 +154,6 @@ class VLLMBackend(InferenceBackend):
             stop_process_group(self.worker, 10.0)
             self.worker = None
         return BackendError(f"{reason} (log {self.log_path})\n--- vllm log tail ---\n{tail(self.log_path)}")
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    @property
-    def bos_token_ids(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None else []
 
     def generate(self, prompts: list[Prompt], batch_size: int) -> list[RequestResult]:
         if self.server is not None and self.client is not None:
