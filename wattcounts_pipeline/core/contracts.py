@@ -131,4 +131,4 @@ def load_contract(name: str, schemas_dir: Path | None = None) -> Contract:
     return parse_contract(doc, str(path))
 
 
-TABLES = ("runs", "requests", "quality", "configurations", "power_traces")
+TABLES = ("runs", "requests", "quality", "configurations", "power_traces", "submissions")

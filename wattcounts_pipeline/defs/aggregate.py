@@ -29,6 +29,8 @@ def collect_tables(validated_measurements: dict[str, pd.DataFrame], quality_scor
             tables[name] = pd.concat(parts, ignore_index=True)
         elif name != "power_traces":  # traces are optional: no table rather than an empty one
             tables[name] = load_contract(name).empty_frame()
+    if not contributed.get("submissions", pd.DataFrame()).empty:  # attribution of contributed rows
+        tables["submissions"] = contributed["submissions"]
     has_quality = isinstance(quality_scores, pd.DataFrame) and not quality_scores.empty
     tables["quality"] = quality_scores if has_quality else load_contract("quality").empty_frame()
     return tables
