@@ -90,6 +90,13 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
     return counts
 
 
+def _configuration_ids(frame: pd.DataFrame) -> pd.Series:
+    """Each row's configuration id (power traces only carry run ids: '<configuration id>/r<n>')."""
+    if "configuration_id" in frame:
+        return frame["configuration_id"]
+    return frame["run_id"].str.rsplit("/", n=1).str[0]
+
+
 def load_sweep(folder: Path) -> dict[str, pd.DataFrame]:
     """The tables of a sweep folder, keeping only complete specs (those with a runs row)."""
     done = done_keys(folder)
@@ -105,8 +112,7 @@ def load_sweep(folder: Path) -> dict[str, pd.DataFrame]:
                     continue
         frame = pd.DataFrame(rows)
         if not frame.empty:
-            ids = frame["configuration_id"] if "configuration_id" in frame else frame["run_id"].str.rsplit("/", n=1).str[0]
-            frame = frame[ids.isin(done)].reset_index(drop=True)
+            frame = frame[_configuration_ids(frame).isin(done)].reset_index(drop=True)
         tables[name] = frame
     return tables
 
@@ -136,9 +142,7 @@ def find_recorded(key: str, folders: list[Path]) -> tuple[Path, dict[str, pd.Dat
                 if frame.empty:
                     picked[name] = frame
                     continue
-                ids = frame["configuration_id"] if "configuration_id" in frame else \
-                    frame["run_id"].str.rsplit("/", n=1).str[0]
-                picked[name] = frame[ids == key].reset_index(drop=True)
+                picked[name] = frame[_configuration_ids(frame) == key].reset_index(drop=True)
             return folder, picked
     return None
 
