@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -19,7 +21,7 @@ MC_TASK_METRICS = {"wc_arc_easy": "acc", "wc_arc_challenge": "acc", "wc_hellaswa
 
 CONFIG_COLUMNS = ["configuration_id", "experiment", "model", "weights", "architecture", "quantization",
                   "framework", "dtype", "engine_args_json", "workload", "batch_size", "energy_method",
-                  "hardware_id", "gpu_name", "gpu_count", "cpu_model", "source"]
+                  "hardware_id", "gpu_name", "gpu_count", "parallelism", "cpu_model", "source"]
 
 
 def ci95(mean: pd.Series, std: pd.Series, n: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -39,8 +41,11 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     runs = runs.assign(input_tokens=runs["input_tokens_total"] / runs["num_requests"],
                        output_tokens=runs["output_tokens_total"] / runs["num_requests"],
                        temperature_max_c=runs[["temperature_start_c", "temperature_end_c"]].max(axis=1))
+    if "parallelism" not in runs:  # rows recorded before the column existed
+        runs = runs.assign(parallelism=None)
     g = runs.groupby("configuration_id", sort=True)
     out = g[CONFIG_COLUMNS[1:]].first()
+    out["energy_per_token_j_by_gpu"] = _energy_per_token_by_gpu(runs)
     means = g[["input_tokens", "output_tokens", "energy_per_token_j", "energy_per_token_net_j",
                "energy_per_request_j", "tokens_per_s", "mean_power_w", "idle_power_w"]].mean()
     out = out.join(means)
@@ -66,6 +71,22 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     out = out.join(quality_cols).reset_index()
     out.loc[out["weights"] == "random", ["quality_tasks", "quality_acc_mean"]] = ["", np.nan]
     return contract.conform(out)
+
+
+def _energy_per_token_by_gpu(runs: pd.DataFrame) -> pd.Series:
+    """Per configuration, the mean J/token of each GPU (JSON list); None where runs carry no per-GPU energy."""
+    if "gpu_energy_j_by_gpu" not in runs:
+        return pd.Series(None, index=runs["configuration_id"].unique(), dtype=object)
+    result = {}
+    for key, group in runs.groupby("configuration_id", sort=True):
+        has = group["gpu_energy_j_by_gpu"].map(lambda v: isinstance(v, str))
+        lists = [json.loads(v) for v in group.loc[has, "gpu_energy_j_by_gpu"]]
+        if not lists or len({len(x) for x in lists}) != 1:
+            result[key] = None
+            continue
+        per_token = np.array(lists) / group.loc[has, "output_tokens_total"].to_numpy()[:, None]
+        result[key] = json.dumps([round(float(v), 6) for v in per_token.mean(axis=0)])
+    return pd.Series(result, dtype=object)
 
 
 def _quality_for(run: pd.Series, quality: pd.DataFrame) -> dict[str, object]:

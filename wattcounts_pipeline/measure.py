@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from wattcounts_pipeline import __version__
-from wattcounts_pipeline.backends.base import InferenceBackend, RequestResult, backend_class
+from wattcounts_pipeline.backends.base import InferenceBackend, RequestResult, backend_for
 from wattcounts_pipeline.backends.models import resolve_spec_model
+from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name
@@ -56,13 +57,24 @@ def _hardware_id(info: dict[str, Any]) -> str:
 
 def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts") -> Measurement:
     """Run `spec` under `meter`. Raises BackendError (naming the path) when the model cannot run."""
+    check_hardware(spec, meter.describe())
     model_path, provenance = resolve_spec_model(spec)
-    backend: InferenceBackend = backend_class(spec.framework)(spec, model_path)
+    backend: InferenceBackend = backend_for(spec)(spec, model_path)
     backend.load()
     try:
         return _measure_loaded(spec, backend, meter, source, provenance)
     finally:
         backend.close()
+
+
+def check_hardware(spec: ExperimentSpec, device_info: dict[str, Any]) -> None:
+    """Refuse a spec pinned to other hardware: its rows would carry the wrong card under its id."""
+    if spec.hardware == "any":
+        return
+    name = str(device_info.get("gpu_name") or "")
+    if spec.hardware not in name.lower():
+        raise BackendError(f"{spec.key} is to be measured on {spec.hardware!r}, but this host measures "
+                           f"{name or 'no GPU'!r}")
 
 
 def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, source: str,
@@ -106,6 +118,13 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
     return Measurement(pd.DataFrame(run_rows), pd.DataFrame(request_rows), pd.DataFrame(trace_rows))
 
 
+def _energy_by_gpu_json(reading: EnergyReading) -> str | None:
+    """Each GPU's joules in CUDA ordinal order ("gpu:0", "gpu:1", …), JSON; None without GPU domains."""
+    gpus = sorted((int(d.split(":", 1)[1]), e) for d, e in reading.energy_j.items()
+                  if d.startswith("gpu:") and d.split(":", 1)[1].isdigit())
+    return json.dumps([round(e, 3) for _, e in gpus]) if gpus else None
+
+
 def _run_row(spec: ExperimentSpec, rep: int, reading: EnergyReading, results: list[RequestResult],
              idle_power_w: float, info: dict[str, Any], software: dict[str, str], started_at: str,
              source: str) -> dict[str, Any]:
@@ -136,6 +155,8 @@ def _run_row(spec: ExperimentSpec, rep: int, reading: EnergyReading, results: li
         "energy_per_request_j": energy_j / len(results),
         "hardware_id": _hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
         "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0),
+        "parallelism": spec.parallelism,
+        "gpu_energy_j_by_gpu": _energy_by_gpu_json(reading),
         "gpu_power_limit_w": dev.get("power_limit_w"), "driver_version": dev.get("driver_version"),
         "temperature_start_c": temps[0] if temps else dev.get("temperature_c"),
         "temperature_end_c": temps[-1] if temps else None,

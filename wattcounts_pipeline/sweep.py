@@ -3,7 +3,9 @@
 For GPU hosts reached without Dagster (a lent machine, a batch job): the same `measure_spec` as the
 `measurements` asset, one spec after another, each finished spec appended to `DIR/*.jsonl` at once
 (flushed), so a killed sweep loses at most the spec in progress and a rerun skips what is done.
-A failing spec is recorded in `failures.jsonl` and the sweep goes on. Committed under
+A failing spec is recorded in `failures.jsonl` and the sweep goes on. `--shards N` runs N sweeps at once,
+one per visible GPU (each sees only its own through CUDA_VISIBLE_DEVICES), taking specs from a shared
+claims file, so a 4-GPU host measures four 1-GPU configurations at a time; appends are locked. Committed under
 `data/measurements/<sweep>/`, the `measurements` asset serves such recorded rows for their partitions,
 and they are validated like live ones.
 """
@@ -11,9 +13,13 @@ and they are validated like live ones.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -22,6 +28,7 @@ import pandas as pd
 
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.measure import measure_spec
+from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.select import best_meter
 
 logger = logging.getLogger(__name__)
@@ -43,31 +50,54 @@ def done_keys(out: Path) -> set[str]:
 
 
 def _append(path: Path, frame: pd.DataFrame) -> None:
+    """Append rows as JSON lines under an exclusive lock (shards of one sweep share the files)."""
+    text = "".join(json.dumps(record, default=str) + "\n" for record in frame.to_dict(orient="records"))
     with path.open("a") as fh:
-        for record in frame.to_dict(orient="records"):
-            fh.write(json.dumps(record, default=str) + "\n")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(text)
         fh.flush()
 
 
+def claim(claims: Path, key: str) -> bool:
+    """Take `key` for this process unless another shard already has; True when it is ours."""
+    with claims.open("a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        if key in fh.read().splitlines():
+            return False
+        fh.write(key + "\n")
+        fh.flush()
+        return True
+
+
 def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = None,
-              max_seconds: float | None = None) -> dict[str, int]:
-    """Measure every spec not yet in `out`; stop starting new ones after `max_seconds`."""
+              max_seconds: float | None = None, claims: Path | None = None,
+              recorded: tuple[Path, ...] = ()) -> dict[str, int]:
+    """Measure every spec not yet in `out` or in the `recorded` sweep folders (and, with `claims`, not taken
+    by another shard); stop starting new ones after `max_seconds`. Each spec runs on its first `spec.gpus`
+    visible GPUs."""
     out.mkdir(parents=True, exist_ok=True)
-    done = done_keys(out)
+    done = done_keys(out).union(*(done_keys(folder) for folder in recorded))
     todo = [s for s in specs if s.key not in done]
     logger.info("sweep: %d specs, %d done, %d to go", len(specs), len(done), len(todo))
-    meter = best_meter(meter_name)
-    (out / "meter.json").write_text(json.dumps({"method": meter.method, **meter.describe()}, default=str))
+    meters: dict[int, EnergyMeter] = {}
     start = time.monotonic()
-    counts = {"measured": 0, "failed": 0, "skipped": len(specs) - len(todo)}
+    counts = {"measured": 0, "failed": 0, "skipped": len(specs) - len(todo), "claimed_elsewhere": 0}
     try:
         for i, spec in enumerate(todo, 1):
             if max_seconds is not None and time.monotonic() - start > max_seconds:
                 logger.info("sweep: time budget spent; %d specs left for the next call", len(todo) - i + 1)
                 break
+            if claims is not None and not claim(claims, spec.key):
+                counts["claimed_elsewhere"] += 1
+                continue
             logger.info("[%d/%d] %s", i, len(todo), spec.key)
             try:
-                result = measure_spec(spec, meter)
+                if spec.gpus not in meters:
+                    meters[spec.gpus] = best_meter(meter_name, gpus=spec.gpus if spec.requires == "gpu" else None)
+                    (out / "meter.json").write_text(json.dumps(
+                        {"method": meters[spec.gpus].method, **meters[spec.gpus].describe()}, default=str))
+                result = measure_spec(spec, meters[spec.gpus])
             except Exception as exc:  # noqa: BLE001 - one broken configuration must not end the sweep
                 counts["failed"] += 1
                 _append(out / "failures.jsonl", pd.DataFrame([{
@@ -86,8 +116,31 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
                               "energy_per_token_j": round(float(r["energy_per_token_j"].mean()), 5),
                               "method": r["energy_method"].iloc[0]}), flush=True)
     finally:
-        meter.close()
+        for meter in meters.values():
+            meter.close()
     return counts
+
+
+def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec]) -> int:
+    """Start one sweep per GPU (`argv` repeated with --claims), wait for all; 0 when every shard ended well."""
+    wide = [s.key for s in specs if s.gpus > 1]
+    if wide:
+        logger.warning("sharded sweep: %d multi-GPU specs left out (run them without --shards): %s",
+                       len(wide), ", ".join(wide))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu_ids = visible.split(",") if visible else [str(i) for i in range(shards)]
+    if len(gpu_ids) < shards:
+        raise SystemExit(f"--shards {shards} but only {len(gpu_ids)} GPUs visible ({visible!r})")
+    with tempfile.TemporaryDirectory(prefix="wattcounts-claims-") as tmp:
+        claims = Path(tmp) / "claims.txt"
+        claims.write_text("".join(key + "\n" for key in wide))  # claimed up front: no shard takes them
+        procs = [subprocess.Popen([sys.executable, "-m", "wattcounts_pipeline.sweep", *argv,
+                                   "--claims", str(claims), "--log-prefix", f"gpu{gpu_ids[i]}"],
+                                  env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu_ids[i]})
+                 for i in range(shards)]
+        codes = [p.wait() for p in procs]
+    logger.info("sharded sweep: shard exit codes %s", codes)
+    return max(codes, default=0)
 
 
 def _configuration_ids(frame: pd.DataFrame) -> pd.Series:
@@ -118,18 +171,41 @@ def load_sweep(folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m wattcounts_pipeline.sweep", description=__doc__)
     parser.add_argument("experiments", nargs="+", type=Path, help="experiment YAML files")
     parser.add_argument("--out", type=Path, required=True, help="results folder (resumed if it exists)")
     parser.add_argument("--meter", default=None, help="nvml | rapl | estimate (default: best available)")
     parser.add_argument("--max-seconds", type=float, default=None, help="start no new spec after this long")
     parser.add_argument("--only", default="", help="measure only keys containing this text")
+    parser.add_argument("--recorded", type=Path, action="append", default=[],
+                        help="a sweep folder whose measured specs are skipped (repeatable)")
+    parser.add_argument("--shards", type=int, default=1, help="parallel sweeps, one per visible GPU")
+    parser.add_argument("--claims", type=Path, default=None, help=argparse.SUPPRESS)  # set by --shards
+    parser.add_argument("--log-prefix", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    prefix = f"[{args.log_prefix}] " if args.log_prefix else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s",
+                        stream=sys.stderr)
     specs = [s for s in load_experiments(args.experiments).values() if args.only in s.key]
-    counts = run_sweep(specs, args.out, args.meter, args.max_seconds)
+    if args.shards > 1:
+        return run_shards(_without_option(argv, "--shards"), args.shards, specs)
+    counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded))
     print(json.dumps(counts), flush=True)
     return 0
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` minus `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 def find_recorded(key: str, folders: list[Path]) -> tuple[Path, dict[str, pd.DataFrame]] | None:

@@ -122,3 +122,12 @@ def backend_class(framework: str) -> type[InferenceBackend]:
             f"install the extra: pip install -e '.[{framework}]'"
         ) from exc
     return getattr(module, class_name)
+
+
+def backend_for(spec: ExperimentSpec) -> type[InferenceBackend]:
+    """The backend class measuring `spec`: its framework's, or the tensor-parallel variant it asks for."""
+    if spec.framework == "transformers" and spec.parallelism == "tensor":
+        from wattcounts_pipeline.backends.transformers_tp import TensorParallelTransformersBackend
+
+        return TensorParallelTransformersBackend
+    return backend_class(spec.framework)

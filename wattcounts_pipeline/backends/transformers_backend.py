@@ -2,6 +2,9 @@
 
 Modes: eager `generate`, or `compile: true` for the static KV cache path where transformers compiles
 the forward itself (the path seen to work on the lent H200; compilation is done during warm-up).
+Quantization `FP8` swaps the linears for FP8 ones (backends/fp8.py). `parallelism: pipeline` with
+`gpus: N` splits the decoder layers evenly over N GPUs (accelerate's dispatch hooks move activations),
+which is how a 70B model in bf16 fits on 4 × 80 GB.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         self.device_name = str(args.get("device", "auto"))
         self.model: Any = None
         self.tokenizer: Any = None
+        self.fp8_linears = 0
+
+    def _pipeline_devices(self, device: str) -> list[str]:
+        """The spec's N devices: the first N visible GPUs, or N × "cpu" (a test of the split on a CPU host)."""
+        import torch
+
+        n = self.spec.gpus
+        if device == "cpu":
+            return ["cpu"] * n
+        if torch.cuda.device_count() < n:
+            raise BackendError(f"transformers: parallelism pipeline over {n} GPUs, but "
+                               f"{torch.cuda.device_count()} visible")
+        return [f"cuda:{i}" for i in range(n)]
 
     def load(self) -> None:
         import torch
@@ -40,7 +56,13 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
             raise BackendError(f"transformers: unknown dtype {self.spec.dtype!r}; use one of {sorted(DTYPE_ALIASES)}")
         path = Path(self.model_path)
         try:
-            if self.spec.model.weights == "random":
+            if self.spec.parallelism == "pipeline":
+                devices = self._pipeline_devices(device)
+                self.model = build_pipeline(path, dtype, devices, random=self.spec.model.weights == "random")
+                device = devices[0]
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    self._tokenizer_path(path) if self.spec.model.weights == "random" else path)
+            elif self.spec.model.weights == "random":
                 config = AutoConfig.from_pretrained(path)
                 torch.manual_seed(0)
                 with torch.device(device):
@@ -58,6 +80,11 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load {path}: {exc}") from exc
         self.model.eval()
+        if self.spec.quantization.upper() == "FP8":
+            from wattcounts_pipeline.backends.fp8 import quantize_model_fp8
+
+            self.fp8_linears = quantize_model_fp8(self.model)
+            logger.info("FP8: %d linears quantized", self.fp8_linears)
         self.device = device
         self._versions = {"framework_version": transformers.__version__, "torch_version": torch.__version__}
         if self.tokenizer.pad_token_id is None:
@@ -76,7 +103,8 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         import torch
 
         if torch.cuda.is_available() and str(self.device).startswith("cuda"):
-            torch.cuda.synchronize()
+            for i in range(self.spec.gpus):  # a pipeline's last stage may still be running
+                torch.cuda.synchronize(i)
 
     def generate(self, prompts: list[Prompt], batch_size: int) -> list[RequestResult]:
         import torch
@@ -122,8 +150,13 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         return results
 
     def info(self) -> dict[str, Any]:
-        return {**self._versions, "device": self.device, "engine_args": {
-            "compile": self.compile, "dtype": self.spec.dtype, "device": self.device}}
+        args: dict[str, Any] = {"compile": self.compile, "dtype": self.spec.dtype, "device": self.device}
+        if self.spec.parallelism != "none":
+            args.update(parallelism=self.spec.parallelism, gpus=self.spec.gpus,
+                        device_map=_summarize_device_map(getattr(self.model, "hf_device_map", {})))
+        if self.fp8_linears:
+            args.update(fp8_linears=self.fp8_linears, fp8_scheme="e4m3 per-channel weights, per-token activations")
+        return {**self._versions, "device": self.device, "engine_args": args}
 
     def close(self) -> None:
         self.model = None
@@ -134,3 +167,58 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def balanced_device_map(model: Any, devices: list[str]) -> dict[str, str]:
+    """Decoder layers split into len(devices) contiguous, equal stages; embeddings first, head last."""
+    base_name = model.base_model_prefix
+    base = getattr(model, base_name)
+    layers = base.layers
+    n, last = len(layers), devices[-1]
+    device_map = {f"{base_name}.layers.{i}": devices[i * len(devices) // n] for i in range(n)}
+    for child, _ in base.named_children():
+        if child != "layers":
+            device_map[f"{base_name}.{child}"] = devices[0] if child == "embed_tokens" else last
+    for child, _ in model.named_children():
+        if child != base_name:
+            device_map[child] = last
+    return device_map
+
+
+def build_pipeline(path: Path, dtype: Any, devices: list[str], random: bool) -> Any:
+    """The model split over `devices` by layer. Random weights are drawn on each layer's own device, so
+    a 70B model never passes through host memory; buffers (rotary tables, scales) are built for real."""
+    import torch
+    from accelerate import dispatch_model, init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    device_map = balanced_device_map(model, devices)
+    if not random:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+    torch.manual_seed(0)
+    for name, param in list(model.named_parameters()):
+        device = next(d for prefix, d in device_map.items() if name == prefix or name.startswith(prefix + "."))
+        value = torch.empty(param.shape, dtype=dtype, device=device)
+        if param.dim() > 1:
+            value.normal_(0.0, 0.02)
+        else:
+            value.fill_(1.0 if name.endswith("weight") else 0.0)
+        set_module_tensor_to_device(model, name, device, value=value)
+    for prefix, device in device_map.items():  # parameters are in place: this moves the buffers
+        model.get_submodule(prefix).to(device)
+    if set(devices) == {"cpu"}:
+        model.hf_device_map = device_map
+        return model
+    return dispatch_model(model, device_map=device_map)
+
+
+def _summarize_device_map(device_map: dict[str, Any]) -> dict[str, int]:
+    """How many modules each device holds (the full map has a line per layer)."""
+    counts: dict[str, int] = {}
+    for device in device_map.values():
+        counts[str(device)] = counts.get(str(device), 0) + 1
+    return counts

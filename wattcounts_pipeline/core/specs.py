@@ -20,7 +20,8 @@ from wattcounts_pipeline.core.errors import SpecError
 FRAMEWORKS = ("llamacpp", "llamacpp-server", "transformers", "vllm", "openai")
 WEIGHTS = ("real", "random")
 WORKLOAD_KINDS = ("fixed", "sharegpt")
-LATER_FIELDS = {"min_window_s": 0.0}  # spec fields added after data was recorded, with their defaults
+PARALLELISMS = ("none", "pipeline", "tensor")
+LATER_FIELDS = {"min_window_s": 0.0, "hardware": "any"}  # spec fields added after data was recorded, with their defaults
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class ExperimentSpec:
     quality: QualitySpec = field(default_factory=QualitySpec)
     min_window_s: float = 0.0  # repeat the workload inside a window until it lasts this long
     requires: str = "any"  # "gpu": only hosts with an NVIDIA GPU can measure it live
+    # The hardware measured on, part of the configuration's identity: "any" (whatever the host has), or a GPU
+    # product the host's GPU name must contain ("h100", "h200"), so one spec on two cards is two configurations.
+    hardware: str = "any"
 
     def __post_init__(self) -> None:
         if self.framework not in FRAMEWORKS:
@@ -104,10 +108,29 @@ class ExperimentSpec:
             raise SpecError("repetitions must be >= 1")
         if self.requires not in ("any", "gpu"):
             raise SpecError(f"requires must be 'any' or 'gpu', got {self.requires!r}")
+        if self.parallelism not in PARALLELISMS:
+            raise SpecError(f"engine_args.parallelism must be one of {PARALLELISMS}, got {self.parallelism!r}")
+        if self.gpus < 1 or (self.gpus > 1) != (self.parallelism != "none"):
+            raise SpecError(f"engine_args: {self.gpus} GPU(s) with parallelism {self.parallelism!r}; more than one "
+                            "GPU needs parallelism 'pipeline' or 'tensor', and those need more than one GPU")
 
     @property
     def engine_kwargs(self) -> dict[str, Any]:
         return dict(self.engine_args)
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the configuration runs on (engine args `gpus` or vLLM's `tensor_parallel_size`; default 1)."""
+        args = self.engine_kwargs
+        return int(args.get("gpus") or args.get("tensor_parallel_size") or 1)
+
+    @property
+    def parallelism(self) -> str:
+        """How the model is spread over its GPUs: "none", "pipeline" (layers split) or "tensor"."""
+        args = self.engine_kwargs
+        if args.get("parallelism"):
+            return str(args["parallelism"])
+        return "tensor" if int(args.get("tensor_parallel_size") or 1) > 1 else "none"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,6 +156,7 @@ class ExperimentSpec:
             quality=QualitySpec(tuple(q.get("tasks", ())), q.get("limit"), int(q.get("num_fewshot", 0))),
             min_window_s=float(data.get("min_window_s", 0.0)),
             requires=str(data.get("requires", "any")),
+            hardware=str(data.get("hardware", "any")),
         )
 
     def canonical_json(self) -> str:
@@ -227,6 +251,7 @@ def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
                     quality=quality if entry.get("quality", True) else QualitySpec(),
                     min_window_s=float(entry.get("min_window_s", defaults.get("min_window_s", 0.0))),
                     requires=str(entry.get("requires", defaults.get("requires", "any"))),
+                    hardware=str(entry.get("hardware", defaults.get("hardware", "any"))).lower(),
                 )
                 if spec.key not in seen:
                     seen.add(spec.key)

@@ -29,7 +29,7 @@ def measurements(context: dg.AssetExecutionContext, experiments: ExperimentsReso
         folder, tables = recorded
         context.add_output_metadata({"recorded_in": dg.MetadataValue.path(str(folder))})
     else:
-        energy_meter = meter.create()
+        energy_meter = meter.create(gpus=spec.gpus)
         try:
             result = measure_spec(spec, energy_meter)
         finally:

@@ -97,8 +97,9 @@ class MeterResource(dg.ConfigurableResource):
 
     prefer: str = "auto"
 
-    def create(self) -> EnergyMeter:
-        return best_meter(None if self.prefer == "auto" else self.prefer)
+    def create(self, gpus: int | None = None) -> EnergyMeter:
+        """A meter over the first `gpus` visible GPUs (all when None) where NVML is present."""
+        return best_meter(None if self.prefer == "auto" else self.prefer, gpus=gpus)
 
 
 def register_experiments(instance: dg.DagsterInstance, experiments: ExperimentsResource) -> list[str]:

@@ -45,17 +45,24 @@ class _Edge:
 class NvmlMeter(EnergyMeter):
     """Energy of the selected GPUs; domains are "gpu:<CUDA ordinal>".
 
-    `devices` takes NVML indices or "GPU-…" UUIDs; by default the GPUs CUDA_VISIBLE_DEVICES leaves visible.
+    `devices` takes NVML indices or "GPU-…" UUIDs; by default the GPUs CUDA_VISIBLE_DEVICES leaves visible,
+    or the first `gpu_count` of them (a 1-GPU configuration on a 4-GPU host must not sum 3 idle GPUs).
     """
 
     method = "nvml_counter"
 
     def __init__(self, devices: Sequence[int | str] | None = None, sample_period_s: float = DEFAULT_PERIOD_S,
-                 min_counter_window_s: float = DEFAULT_MIN_COUNTER_WINDOW_S, start_sampler: bool = True) -> None:
+                 min_counter_window_s: float = DEFAULT_MIN_COUNTER_WINDOW_S, start_sampler: bool = True,
+                 gpu_count: int | None = None) -> None:
         super().__init__()
         nvml_device.init()
         try:
-            self.devices = [NvmlDevice(i) for i in self._select(devices)]
+            selected = self._select(devices)
+            if gpu_count is not None:
+                if len(selected) < gpu_count:
+                    raise MeterError(f"{gpu_count} GPUs asked for, {len(selected)} visible to measure")
+                selected = selected[:gpu_count]
+            self.devices = [NvmlDevice(i) for i in selected]
             if not self.devices:
                 visible = os.environ.get("CUDA_VISIBLE_DEVICES")
                 raise MeterError("NVML sees no GPU to measure" + (

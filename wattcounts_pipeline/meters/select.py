@@ -22,10 +22,10 @@ logger = logging.getLogger(__name__)
 CHOICES = ("nvml", "rapl", "estimate", "replay:<trace path>")
 
 
-def build_meter(name: str, rapl_root: str | Path = DEFAULT_RAPL_ROOT) -> EnergyMeter:
+def build_meter(name: str, rapl_root: str | Path = DEFAULT_RAPL_ROOT, gpus: int | None = None) -> EnergyMeter:
     """The meter called `name` (one of CHOICES); raises MeterError saying why it cannot be had."""
     if name == "nvml":
-        return NvmlMeter()
+        return NvmlMeter(gpu_count=gpus)
     if name == "rapl":
         return RaplMeter(rapl_root)
     if name == "estimate":
@@ -35,14 +35,17 @@ def build_meter(name: str, rapl_root: str | Path = DEFAULT_RAPL_ROOT) -> EnergyM
     raise MeterError(f"unknown meter {name!r}; choose one of {CHOICES}")
 
 
-def best_meter(prefer: str | None = None, rapl_root: str | Path = DEFAULT_RAPL_ROOT) -> EnergyMeter:
-    """`prefer` names one meter and gets exactly it (or its error); None takes the best one available."""
+def best_meter(prefer: str | None = None, rapl_root: str | Path = DEFAULT_RAPL_ROOT,
+               gpus: int | None = None) -> EnergyMeter:
+    """`prefer` names one meter and gets exactly it (or its error); None takes the best one available.
+
+    `gpus` limits NVML to the first that many visible GPUs (None: all visible)."""
     if prefer is not None:
-        return build_meter(prefer, rapl_root)
+        return build_meter(prefer, rapl_root, gpus)
     gpu: EnergyMeter | None = None
     cpu: EnergyMeter | None = None
     try:
-        gpu = NvmlMeter()
+        gpu = NvmlMeter(gpu_count=gpus)
     except MeterError as exc:
         logger.warning("no GPU energy (NVML unavailable): %s", exc)
     try:
