@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install Watt Counts with its CPU backends, lm-eval and the test tools.
+# Create .venv and install Watt Counts with its CPU backends, lm-eval, the fleet executors and the test tools.
 # First run: ~10 minutes on 2 cores (llama-cpp-python compiles; the wheel is then cached in
 # ~/.cache/wattcounts/wheels and reused). Later runs: seconds.
 set -euo pipefail
@@ -27,5 +27,5 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   $PIP install -q "llama-cpp-python[server]==$LLAMA_VERSION"   # its pure-Python dependencies and server
 fi
 
-$PIP install -q -e ".[llamacpp,hf,eval,dev]"
+$PIP install -q -e ".[llamacpp,hf,eval,dev,fleet]"
 echo "setup done: $(.venv/bin/python -c 'import dagster, llama_cpp, torch; print("dagster", dagster.__version__, "| llama_cpp", llama_cpp.__version__, "| torch", torch.__version__)')"

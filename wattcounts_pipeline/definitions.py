@@ -5,6 +5,13 @@ import os
 import dagster as dg
 
 from wattcounts_pipeline.defs.aggregate import configurations
+from wattcounts_pipeline.defs.fleet import (
+    experiments_resource,
+    fleet_executor,
+    measure_on_hardware,
+    validate_after_measurement,
+    validate_measured,
+)
 from wattcounts_pipeline.defs.io import TableStoreIOManager
 from wattcounts_pipeline.defs.measure import measurements
 from wattcounts_pipeline.defs.publish import HubResource, dataset_release
@@ -25,10 +32,13 @@ def experiment_sensor(context: dg.SensorEvaluationContext, experiments: Experime
 defs = dg.Definitions(
     assets=[measurements, validated_measurements, quality_scores, configurations, dataset_release,
             energy_model, recommendation, submissions],
-    sensors=[experiment_sensor, submissions_inbox_sensor],
+    jobs=[measure_on_hardware, validate_measured],
+    sensors=[experiment_sensor, submissions_inbox_sensor, validate_after_measurement],
+    # WATTCOUNTS_EXECUTOR=k8s|celery for a fleet (README "Running on a fleet"); unset: Dagster's default
+    executor=fleet_executor(),
     resources={
-        "io_manager": TableStoreIOManager(),
-        "experiments": ExperimentsResource(),
+        "io_manager": TableStoreIOManager(),  # $WATTCOUNTS_STORE: one store every host writes to
+        "experiments": experiments_resource(),
         "meter": MeterResource(),
         # HF_TOKEN stays an EnvVar reference: its value never shows in the UI, logs or run config
         "hub": HubResource(repo_id=os.environ.get("WATTCOUNTS_HUB_REPO", ""),

@@ -4,8 +4,13 @@ Values are a DataFrame, a dict of DataFrames (one parquet per table), or a JSON-
 write goes to a temporary folder renamed into place, so a killed run never leaves half a partition.
 An unpartitioned asset reading a partitioned one gets the tables of every partition materialized so
 far, concatenated: a failed partition is left out instead of failing everything after it.
+
+The store's root may be an fsspec URL (`s3://bucket/wattcounts`, `gs://…`, `file:///shared/…`) that every
+host of a fleet writes to and the aggregate stage reads from. Object stores have no atomic rename, so there a
+partition counts as written only once its `_complete.json` (the list of its files) is written, last.
 """
 
+import io
 import json
 import os
 import shutil
@@ -15,10 +20,13 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+from upath import UPath
 
 from wattcounts_pipeline import paths
 
 UNPARTITIONED = "__all__"
+STORE_ENV = "WATTCOUNTS_STORE"  # a folder or fsspec URL shared by every host; default WATTCOUNTS_HOME/assets
+COMPLETE = "_complete.json"  # written last in a URL store: a partition without it is absent
 
 
 def write_value(folder: Path, value: Any) -> None:
@@ -54,6 +62,43 @@ def read_value(folder: Path) -> Any:
     return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
 
 
+def _encode(value: Any) -> dict[str, bytes]:
+    """The files that store `value`, by name (same layout as `write_value`)."""
+    def parquet(frame: pd.DataFrame) -> bytes:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+
+    if isinstance(value, pd.DataFrame):
+        return {"_value.parquet": parquet(value)}
+    if isinstance(value, dict) and value and all(isinstance(v, pd.DataFrame) for v in value.values()):
+        return {f"{name}.parquet": parquet(frame) for name, frame in value.items()}
+    return {"_value.json": json.dumps(value, indent=2, sort_keys=True, default=str).encode()}
+
+
+def write_url_value(folder: UPath, value: Any) -> None:
+    """Replace `folder` in a URL store: hide it (drop the marker), write the files, then the marker."""
+    files = _encode(value)
+    marker = folder / COMPLETE
+    if marker.exists():
+        marker.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in list(folder.iterdir()):
+        if old.name not in files:
+            old.unlink()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    marker.write_text(json.dumps(sorted(files)))
+
+
+def read_url_value(folder: UPath) -> Any:
+    names = json.loads((folder / COMPLETE).read_text())
+    if names == ["_value.json"]:
+        return json.loads((folder / "_value.json").read_text())
+    frames = {Path(n).stem: pd.read_parquet(io.BytesIO((folder / n).read_bytes())) for n in names}
+    return frames["_value"] if list(frames) == ["_value"] else frames
+
+
 def concat_values(values: list[Any]) -> Any:
     """Merge the values of several partitions: frames concatenated table by table."""
     if not values:
@@ -66,22 +111,41 @@ def concat_values(values: list[Any]) -> Any:
 
 
 class TableStoreIOManager(dg.ConfigurableIOManager):
-    """Parquet/JSON store at `<base_dir>/<asset>/<partition>/`; base_dir defaults to WATTCOUNTS_HOME/assets."""
+    """Parquet/JSON store at `<root>/<asset>/<partition>/`. root: `base_dir`, else $WATTCOUNTS_STORE (a folder
+    or an fsspec URL every host of a fleet shares), else WATTCOUNTS_HOME/assets."""
 
     base_dir: str = ""
 
-    def _root(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else paths.subdir("assets")
+    def _root(self) -> Path | UPath:
+        root = self.base_dir or os.environ.get(STORE_ENV, "")
+        if not root:
+            return paths.subdir("assets")
+        return UPath(root) if "://" in root else Path(root)
 
-    def _folder(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+    def _folder(self, asset_key: dg.AssetKey, partition: str | None) -> Path | UPath:
         return self._root() / "/".join(asset_key.path) / (partition or UNPARTITIONED)
+
+    @staticmethod
+    def _write(folder: Path | UPath, value: Any) -> None:
+        if isinstance(folder, UPath):
+            write_url_value(folder, value)
+        else:
+            write_value(folder, value)
+
+    @staticmethod
+    def _read(folder: Path | UPath) -> Any:
+        return read_url_value(folder) if isinstance(folder, UPath) else read_value(folder)
+
+    @staticmethod
+    def _present(folder: Path | UPath) -> bool:
+        return (folder / COMPLETE).exists() if isinstance(folder, UPath) else folder.is_dir()
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
         partition = context.partition_key if context.has_partition_key else None
         folder = self._folder(context.asset_key, partition)
-        write_value(folder, obj)
+        self._write(folder, obj)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -89,11 +153,11 @@ class TableStoreIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
             if len(keys) == 1 and context.has_partition_key:
-                return read_value(self._folder(key, keys[0]))
-            present = [k for k in keys if self._folder(key, k).is_dir()]
+                return self._read(self._folder(key, keys[0]))
+            present = [k for k in keys if self._present(self._folder(key, k))]
             missing = sorted(set(keys) - set(present))
             if missing:
                 context.log.warning(f"{'/'.join(key.path)}: {len(missing)} partition(s) not materialized, "
                                     f"left out: {missing}")
-            return concat_values([read_value(self._folder(key, k)) for k in present])
-        return read_value(self._folder(key, None))
+            return concat_values([self._read(self._folder(key, k)) for k in present])
+        return self._read(self._folder(key, None))
