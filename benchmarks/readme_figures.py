@@ -2,12 +2,14 @@
 
 Usage: python benchmarks/readme_figures.py RELEASE_DIR [--out docs]          (the default release)
        python benchmarks/readme_figures.py LADDER_RELEASE_DIR --ladder      (experiments/ladder.yaml)
-Writes docs/energy_per_token_decode.png + docs/headline.md, or docs/quality_vs_energy.png + docs/ladder.md.
+Writes docs/energy_per_token_decode.png + docs/headline.md (with the one-GPU vs several-GPU vs MoE table),
+or docs/quality_vs_energy.png + docs/ladder.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,17 +18,45 @@ from wattcounts_pipeline.hub.card import markdown_table
 from wattcounts_pipeline.hub.figures import energy_per_token_figure, pareto_front, quality_energy_figure
 
 DECODE = "decode-128-256"
+SCALE_MODELS = ("llama-3.1-8b", "llama-3.1-70b", "mixtral-8x7b")  # dense 8B, dense 70B, MoE 47B (13B active)
+
+
+def _mode(configs: pd.DataFrame) -> pd.Series:
+    return configs["engine_args_json"].str.contains('"compile": true').map({True: "compiled", False: "eager"})
+
+
+def _gpus(configs: pd.DataFrame) -> pd.Series:
+    """"1", or "4 pipeline" / "2 tensor" where a model spans several GPUs."""
+    parallel = configs["parallelism"].fillna("none")
+    count = configs["gpu_count"].astype(str)
+    return count.where(parallel == "none", count + " " + parallel)
+
+
+def scale(configs: pd.DataFrame) -> str:
+    """The same workloads on one GPU (dense 8B), split over several (dense 70B) and on a MoE, bf16 eager."""
+    picked = configs[configs["model"].isin(SCALE_MODELS) & (configs["gpu_count"] > 0)
+                     & (configs["quantization"] == "BF16") & (_mode(configs) == "eager")
+                     & configs["batch_size"].isin([1, 8, 32])].copy()
+    picked["GPUs"] = _gpus(picked)
+    picked["per-GPU J/token"] = picked["energy_per_token_j_by_gpu"].map(
+        lambda v: " / ".join(f"{x:.2f}" for x in json.loads(v)) if isinstance(v, str) and v.count(",") else "")
+    picked["TPOT p50 ms"] = picked["tpot_p50_s"] * 1e3
+    picked["model"] = pd.Categorical(picked["model"], SCALE_MODELS, ordered=True)
+    table = picked.sort_values(["workload", "batch_size", "model"])[
+        ["workload", "batch_size", "model", "GPUs", "gpu_name", "energy_per_token_j", "energy_per_token_net_j",
+         "tokens_per_s", "TPOT p50 ms", "e2e_p50_s", "per-GPU J/token"]].round(3)
+    return markdown_table(table.astype(object).where(table.notna(), "—"))
 
 
 def headline(configs: pd.DataFrame) -> str:
     gpu = configs[configs["gpu_count"] > 0]
     decode = gpu[gpu["workload"] == DECODE].copy()
-    decode["mode"] = decode["engine_args_json"].str.contains('"compile": true').map({True: "compiled", False: "eager"})
-    pivot = decode.pivot_table(index=["model", "quantization", "mode"], columns="batch_size",
-                               values="energy_per_token_j", aggfunc="mean")
+    decode["mode"] = _mode(decode)
+    decode["GPUs"] = _gpus(decode)
+    index = ["model", "GPUs", "quantization", "mode"]
+    pivot = decode.pivot_table(index=index, columns="batch_size", values="energy_per_token_j", aggfunc="mean")
     pivot.columns = [f"J/token b{c}" for c in pivot.columns]
-    speed = decode.pivot_table(index=["model", "quantization", "mode"], columns="batch_size",
-                               values="tokens_per_s", aggfunc="mean")
+    speed = decode.pivot_table(index=index, columns="batch_size", values="tokens_per_s", aggfunc="mean")
     speed.columns = [f"tok/s b{c}" for c in speed.columns]
     table = pivot.join(speed).reset_index().round(4)
     table = table.astype(object).where(table.notna(), "—")
@@ -35,7 +65,9 @@ def headline(configs: pd.DataFrame) -> str:
                                              "quality_acc_mean"]].round(4)
     hardware = ", ".join(sorted(gpu["gpu_name"].dropna().unique()))
     return (f"### {hardware}: transformers, {DECODE} (128 prompt / 256 generated tokens), gross J/token\n\n"
-            f"{markdown_table(table)}\n\n### CPU (this project's default experiment)\n\n{markdown_table(cpu)}\n")
+            f"{markdown_table(table)}\n\n### One GPU or several: dense 8B, dense 70B split by layer, MoE "
+            f"(bf16 eager, same workloads)\n\n{scale(configs)}\n\n"
+            f"### CPU (this project's default experiment)\n\n{markdown_table(cpu)}\n")
 
 
 def ladder(configs: pd.DataFrame, quality: pd.DataFrame) -> str:

@@ -152,3 +152,20 @@ def test_sharded_sweep_measures_each_spec_once(tmp_path: Path) -> None:
     assert sorted(runs["configuration_id"].unique()) == sorted(single)  # each once; the 2-GPU spec left out
     assert len(runs) == 2 * len(single)
     assert "[gpu0]" in proc.stderr and "[gpu1]" in proc.stderr and "multi-GPU specs left out" in proc.stderr
+
+
+def test_prefill_split_separates_prefill_from_decode() -> None:
+    spec = ExperimentSpec.from_dict({**_spec().to_dict(), "prefill_split": True, "min_window_s": 0.3})
+    result = measure_spec(spec, EstimateMeter())
+    runs = result.runs
+    assert runs["prefill_energy_j"].notna().all() and (runs["prefill_energy_j"] > 0).all()
+    assert (runs["prefill_energy_j"] < runs["energy_j"]).all()
+    decoded = runs["output_tokens_total"] - runs["num_requests"]
+    expected = (runs["energy_j"] - runs["prefill_energy_j"]) / decoded
+    assert (runs["decode_energy_per_token_j"] - expected).abs().max() < 1e-9
+    valid = validate_table("runs", runs, source="live").valid
+    configs = aggregate(valid, result.requests, pd.DataFrame())
+    assert configs["decode_energy_per_token_j"].iloc[0] == pytest.approx(runs["decode_energy_per_token_j"].mean())
+    assert configs["prefill_energy_per_request_j"].iloc[0] == pytest.approx(
+        (runs["prefill_energy_j"] / runs["num_requests"]).mean())
+    assert spec.key != _spec().key

@@ -49,6 +49,10 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     means = g[["input_tokens", "output_tokens", "energy_per_token_j", "energy_per_token_net_j",
                "energy_per_request_j", "tokens_per_s", "mean_power_w", "idle_power_w"]].mean()
     out = out.join(means)
+    split = runs.assign(prefill_energy_per_request_j=_numeric(runs, "prefill_energy_j") / runs["num_requests"],
+                        decode_energy_per_token_j=_numeric(runs, "decode_energy_per_token_j"))
+    out = out.join(split.groupby("configuration_id")[["prefill_energy_per_request_j",
+                                                      "decode_energy_per_token_j"]].mean())
     out["n_runs"] = g.size()
     out["temperature_max_c"] = g["temperature_max_c"].max()
     stds = g[["energy_per_token_j", "tokens_per_s"]].std(ddof=1)
@@ -71,6 +75,13 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     out = out.join(quality_cols).reset_index()
     out.loc[out["weights"] == "random", ["quality_tasks", "quality_acc_mean"]] = ["", np.nan]
     return contract.conform(out)
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A float column, NaN throughout where older rows lack it."""
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce")
 
 
 def _energy_per_token_by_gpu(runs: pd.DataFrame) -> pd.Series:

@@ -18,13 +18,13 @@ from typing import Any
 import pandas as pd
 
 from wattcounts_pipeline import __version__
-from wattcounts_pipeline.backends.base import InferenceBackend, RequestResult, backend_for
+from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult, backend_for
 from wattcounts_pipeline.backends.models import resolve_spec_model
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name
-from wattcounts_pipeline.meters.protocol import attribute_energy, cool_down, measure_idle
+from wattcounts_pipeline.meters.protocol import attribute_energy, cool_down, measure_idle, split_prefill_decode
 from wattcounts_pipeline.workloads.prompts import build_prompts
 
 logger = logging.getLogger(__name__)
@@ -95,16 +95,13 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
     for rep in range(spec.repetitions):
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         key = f"{spec.key}/r{rep}"
-        meter.begin_window(key, sync=backend.sync)
-        t0 = time.perf_counter()
-        results: list[RequestResult] = []
-        while not results or time.perf_counter() - t0 < spec.min_window_s:  # short workloads repeat
-            offset_s = time.perf_counter() - t0
-            results += [replace(r, start_s=r.start_s + offset_s) for r in backend.generate(prompts, batch)]
-        reading = meter.end_window(key, sync=backend.sync)
+        reading, results = _window(spec, backend, meter, key, prompts)
         logger.info("%s: %.2f s, %.1f J (%s), %.1f tok/s", key, reading.duration_s, reading.total_energy_j,
-                    reading.method, sum(r.output_tokens for r in results) / max(time.perf_counter() - t0, 1e-9))
-        run_rows.append(_run_row(spec, rep, reading, results, idle_power_w, info, software, started_at, source))
+                    reading.method, sum(r.output_tokens for r in results) / reading.duration_s)
+        row = _run_row(spec, rep, reading, results, idle_power_w, info, software, started_at, source)
+        if spec.prefill_split:
+            row.update(_prefill_split(spec, backend, meter, key, prompts, row))
+        run_rows.append(row)
         shares = attribute_energy([(r.start_s, r.start_s + r.e2e_s) for r in results], reading.mean_power_w,
                                   window_s=(0.0, reading.duration_s)).per_request_j
         for i, (r, energy_j) in enumerate(zip(results, shares)):
@@ -116,6 +113,38 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
                            "temperature_c": s.temperature_c, "sm_clock_mhz": s.sm_clock_mhz}
                           for s in reading.samples)
     return Measurement(pd.DataFrame(run_rows), pd.DataFrame(request_rows), pd.DataFrame(trace_rows))
+
+
+def _window(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, key: str,
+            prompts: list[Prompt]) -> tuple[EnergyReading, list[RequestResult]]:
+    """One measured window: the prompts, again and again until it lasts `min_window_s`."""
+    meter.begin_window(key, sync=backend.sync)
+    t0 = time.perf_counter()
+    results: list[RequestResult] = []
+    while not results or time.perf_counter() - t0 < spec.min_window_s:  # short workloads repeat
+        offset_s = time.perf_counter() - t0
+        results += [replace(r, start_s=r.start_s + offset_s)
+                    for r in backend.generate(prompts, spec.workload.batch_size)]
+    return meter.end_window(key, sync=backend.sync), results
+
+
+def _prefill_split(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, key: str,
+                   prompts: list[Prompt], row: dict[str, Any]) -> dict[str, Any]:
+    """A prefill-only window (same prompts, one output token each) right after the full one: its energy per
+    request, times the full run's requests, is the run's prefill; the rest of the run decoded the other
+    tokens. Noise larger than the decode share leaves the split empty and says so in the flags."""
+    reading, results = _window(spec, backend, meter, key + "/prefill", [replace(p, max_new_tokens=1)
+                                                                       for p in prompts])
+    prefill_j = reading.total_energy_j / len(results) * row["num_requests"]
+    try:
+        split = split_prefill_decode(row["energy_j"], row["output_tokens_total"], prefill_j, row["num_requests"])
+    except ValueError as exc:
+        logger.warning("%s: no prefill/decode split: %s", key, exc)
+        flags = ",".join(f for f in (row["energy_flags"], "prefill_split_failed") if f)
+        return {"prefill_energy_j": None, "decode_energy_per_token_j": None, "energy_flags": flags}
+    logger.info("%s: prefill %.1f J for %d requests, decode %.4f J/token", key, prefill_j, row["num_requests"],
+                split.decode_energy_j_per_token)
+    return {"prefill_energy_j": prefill_j, "decode_energy_per_token_j": split.decode_energy_j_per_token}
 
 
 def _energy_by_gpu_json(reading: EnergyReading) -> str | None:

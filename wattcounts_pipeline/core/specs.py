@@ -21,7 +21,7 @@ FRAMEWORKS = ("llamacpp", "llamacpp-server", "transformers", "vllm", "openai")
 WEIGHTS = ("real", "random")
 WORKLOAD_KINDS = ("fixed", "sharegpt")
 PARALLELISMS = ("none", "pipeline", "tensor")
-LATER_FIELDS = {"min_window_s": 0.0, "hardware": "any"}  # spec fields added after data was recorded, with their defaults
+LATER_FIELDS = {"min_window_s": 0.0, "hardware": "any", "prefill_split": False}  # spec fields added after data was recorded, with their defaults
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class ExperimentSpec:
     # The hardware measured on, part of the configuration's identity: "any" (whatever the host has), or a GPU
     # product the host's GPU name must contain ("h100", "h200"), so one spec on two cards is two configurations.
     hardware: str = "any"
+    prefill_split: bool = False  # also measure a prefill-only window per repetition (prefill vs decode energy)
 
     def __post_init__(self) -> None:
         if self.framework not in FRAMEWORKS:
@@ -157,6 +158,7 @@ class ExperimentSpec:
             min_window_s=float(data.get("min_window_s", 0.0)),
             requires=str(data.get("requires", "any")),
             hardware=str(data.get("hardware", "any")),
+            prefill_split=bool(data.get("prefill_split", False)),
         )
 
     def canonical_json(self) -> str:
@@ -252,6 +254,7 @@ def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
                     min_window_s=float(entry.get("min_window_s", defaults.get("min_window_s", 0.0))),
                     requires=str(entry.get("requires", defaults.get("requires", "any"))),
                     hardware=str(entry.get("hardware", defaults.get("hardware", "any"))).lower(),
+                    prefill_split=bool(entry.get("prefill_split", defaults.get("prefill_split", False))),
                 )
                 if spec.key not in seen:
                     seen.add(spec.key)
