@@ -127,12 +127,15 @@ def test_shipped_data_is_valid_small_and_licensed() -> None:
             assert f"`{path.name}`" in licences
 
 
+FEWSHOT_POOL_TASKS = {"wc_arc_challenge", "wc_hellaswag"}  # 1.1: held-out exemplar pool, first_n sampler
+
+
 def test_rendered_task_yamls_load_offline_with_local_data() -> None:
     manager = build_task_manager()
     assert set(manager.all_tasks) == EXPECTED_TASKS
     loaded = manager.load(sorted(EXPECTED_TASKS))["tasks"]
     for name, task in loaded.items():
-        assert task.config.metadata["version"] == 1.0
+        assert task.config.metadata["version"] == (1.1 if name in FEWSHOT_POOL_TASKS else 1.0)
         docs = list(task.test_docs())
         test_file = data_files(name)["test"]
         assert len(docs) == sum(1 for line in test_file.open(encoding="utf-8") if line.strip())
