@@ -184,21 +184,20 @@ def run(model: Path, limit: int) -> tuple[dict[str, dict], dict[str, float]]:
     timings: dict[str, float] = {}
     for shots, tasks in sorted(groups.items()):
         start = time.perf_counter()
-        rows = evaluate_quality(
-            framework="llamacpp",
-            model_path=model,
-            quantization="Q4_K_M",
-            model_name="google/gemma-3-270m",
-            model_revision="a5fd3b62",
-            tasks=tasks,
-            limit=limit,
-            num_fewshot=shots,
-        )
+        rows = _evaluate(model, tasks, limit, shots)
         timings[f"{shots}-shot: {', '.join(tasks)}"] = time.perf_counter() - start
         for row in rows:
             results.setdefault(row["task"], {})[row["metric"]] = row
         logger.warning("%d-shot %s done in %.0f s", shots, tasks, timings[f"{shots}-shot: {', '.join(tasks)}"])
     return results, timings
+
+
+def _evaluate(model: Path, tasks: list[str], limit: int | None, shots: int,
+              data_dir: Path | None = None) -> list[dict]:
+    """The shipped Q4_K_M through the repo's quality runner (llama.cpp fast path)."""
+    return evaluate_quality(framework="llamacpp", model_path=model, quantization="Q4_K_M",
+                            model_name="google/gemma-3-270m", model_revision="a5fd3b62", tasks=tasks,
+                            limit=limit, num_fewshot=shots, data_dir=data_dir)
 
 
 def hellaswag_random_check(model: Path, n: int) -> dict | None:
@@ -215,17 +214,7 @@ def hellaswag_random_check(model: Path, n: int) -> dict | None:
         shutil.copytree(DATA_DIR, data_dir)
         (data_dir / "hellaswag.jsonl").write_text("".join(sample), encoding="utf-8")
         start = time.perf_counter()
-        rows = evaluate_quality(
-            framework="llamacpp",
-            model_path=model,
-            quantization="Q4_K_M",
-            model_name="google/gemma-3-270m",
-            model_revision="a5fd3b62",
-            tasks=["wc_hellaswag"],
-            limit=None,
-            num_fewshot=PUBLISHED["wc_hellaswag"][1],
-            data_dir=data_dir,
-        )
+        rows = _evaluate(model, ["wc_hellaswag"], None, PUBLISHED["wc_hellaswag"][1], data_dir)
         seconds = time.perf_counter() - start
     logger.warning("HellaSwag random-sample check done in %.0f s", seconds)
     return {
