@@ -94,7 +94,7 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
             logger.info("[%d/%d] %s", i, len(todo), spec.key)
             try:
                 if spec.gpus not in meters:
-                    meters[spec.gpus] = best_meter(meter_name, gpus=spec.gpus if spec.requires == "gpu" else None)
+                    meters[spec.gpus] = best_meter(meter_name, gpus=spec.gpus)
                     (out / "meter.json").write_text(json.dumps(
                         {"method": meters[spec.gpus].method, **meters[spec.gpus].describe()}, default=str))
                 result = measure_spec(spec, meters[spec.gpus])
