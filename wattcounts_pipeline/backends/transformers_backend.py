@@ -44,16 +44,23 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
                                f"{torch.cuda.device_count()} visible")
         return [f"cuda:{i}" for i in range(n)]
 
+    def _dtype(self) -> Any:
+        """The torch dtype the spec asks for ("auto" is float32), or a BackendError listing the known ones."""
+        import torch
+
+        name = DTYPE_ALIASES.get(self.spec.dtype, "float32" if self.spec.dtype == "auto" else self.spec.dtype)
+        dtype = getattr(torch, name, None)
+        if dtype is None:
+            raise BackendError(f"transformers: unknown dtype {self.spec.dtype!r}; use one of {sorted(DTYPE_ALIASES)}")
+        return dtype
+
     def load(self) -> None:
         import torch
         import transformers
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         device = self.device_name if self.device_name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype_name = DTYPE_ALIASES.get(self.spec.dtype, "float32" if self.spec.dtype == "auto" else self.spec.dtype)
-        dtype = getattr(torch, dtype_name, None)
-        if dtype is None:
-            raise BackendError(f"transformers: unknown dtype {self.spec.dtype!r}; use one of {sorted(DTYPE_ALIASES)}")
+        dtype = self._dtype()
         path = Path(self.model_path)
         try:
             if self.spec.parallelism == "pipeline":

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any
 
-from wattcounts_pipeline.backends.base import DTYPE_ALIASES, Prompt, RequestResult
+from wattcounts_pipeline.backends.base import Prompt, RequestResult
 from wattcounts_pipeline.backends.server import HOST, free_port, stop_process_group, tail
 from wattcounts_pipeline.backends.transformers_backend import TransformersBackend
 from wattcounts_pipeline.core.errors import BackendError
@@ -92,15 +92,6 @@ class TensorParallelTransformersBackend(TransformersBackend):
         self._random_init_device = ""
 
     # ---- shared by rank 0 and workers -------------------------------------------------------------
-
-    def _dtype(self) -> Any:
-        import torch
-
-        name = DTYPE_ALIASES.get(self.spec.dtype, "float32" if self.spec.dtype == "auto" else self.spec.dtype)
-        dtype = getattr(torch, name, None)
-        if dtype is None:
-            raise BackendError(f"transformers: unknown dtype {self.spec.dtype!r}; use one of {sorted(DTYPE_ALIASES)}")
-        return dtype
 
     def _join(self, rank: int, port: int, weights: Path, pg_backend: str) -> None:
         """Join the process group and load this rank's shard (collective: every rank calls it)."""
