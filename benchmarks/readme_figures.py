@@ -15,14 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from wattcounts_pipeline.hub.card import markdown_table
-from wattcounts_pipeline.hub.figures import energy_per_token_figure, pareto_front, quality_energy_figure
+from wattcounts_pipeline.hub.figures import compile_mode, energy_per_token_figure, pareto_front, quality_energy_figure
 
 DECODE = "decode-128-256"
 SCALE_MODELS = ("llama-3.1-8b", "llama-3.1-70b", "mixtral-8x7b")  # dense 8B, dense 70B, MoE 47B (13B active)
 
 
 def _mode(configs: pd.DataFrame) -> pd.Series:
-    return configs["engine_args_json"].str.contains('"compile": true').map({True: "compiled", False: "eager"})
+    return configs["engine_args_json"].map(compile_mode)
 
 
 def _gpus(configs: pd.DataFrame) -> pd.Series:

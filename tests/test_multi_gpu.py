@@ -169,3 +169,23 @@ def test_prefill_split_separates_prefill_from_decode() -> None:
     assert configs["prefill_energy_per_request_j"].iloc[0] == pytest.approx(
         (runs["prefill_energy_j"] / runs["num_requests"]).mean())
     assert spec.key != _spec().key
+
+
+def test_sweep_hardware_pin_gives_new_ids_and_is_enforced(tmp_path: Path) -> None:
+    """`--hardware h100` re-measures a file's specs under ids of their own; a host without that card
+    refuses each one (recorded in failures.jsonl) instead of filing its rows under the wrong card."""
+    from wattcounts_pipeline.sweep import main
+
+    doc = {"name": "pin", "defaults": {"repetitions": 1, "idle_s": 0.0},
+           "models": {"tiny": {"source": "config:models/tiny-llama", "weights": "random", "architecture": "llama"}},
+           "workloads": {"w": {"kind": "fixed", "input_tokens": 8, "output_tokens": 4, "num_requests": 1}},
+           "matrix": [{"model": "tiny", "framework": "transformers", "quantization": "F32", "dtype": "float32",
+                       "engine_args": {"device": "cpu"}}]}
+    experiment = tmp_path / "pin.yaml"
+    experiment.write_text(yaml.safe_dump(doc))
+    (spec,) = load_experiment(experiment)
+    assert main([str(experiment), "--out", str(tmp_path / "out"), "--meter", "estimate", "--hardware", "H100"]) == 0
+    failures = pd.read_json(tmp_path / "out" / "failures.jsonl", lines=True)
+    (failed,) = failures["configuration_id"]
+    assert failed != spec.key and failed.startswith(spec.key[:-8])
+    assert "'h100'" in failures["error"].iloc[0]

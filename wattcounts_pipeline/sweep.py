@@ -13,6 +13,7 @@ and they are validated like live ones.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import logging
@@ -121,8 +122,9 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
     return counts
 
 
-def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec]) -> int:
-    """Start one sweep per GPU (`argv` repeated with --claims), wait for all; 0 when every shard ended well."""
+def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec], claims: Path | None = None) -> int:
+    """Start one sweep per GPU (`argv` repeated with --claims), wait for all; 0 when every shard ended well.
+    A given `claims` file lets a later sweep (another GPU freed by other work) join the same queue."""
     wide = [s.key for s in specs if s.gpus > 1]
     if wide:
         logger.warning("sharded sweep: %d multi-GPU specs left out (run them without --shards): %s",
@@ -132,10 +134,12 @@ def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec]) -> int
     if len(gpu_ids) < shards:
         raise SystemExit(f"--shards {shards} but only {len(gpu_ids)} GPUs visible ({visible!r})")
     with tempfile.TemporaryDirectory(prefix="wattcounts-claims-") as tmp:
-        claims = Path(tmp) / "claims.txt"
-        claims.write_text("".join(key + "\n" for key in wide))  # claimed up front: no shard takes them
-        procs = [subprocess.Popen([sys.executable, "-m", "wattcounts_pipeline.sweep", *argv,
-                                   "--claims", str(claims), "--log-prefix", f"gpu{gpu_ids[i]}"],
+        claims = claims or Path(tmp) / "claims.txt"
+        with claims.open("a") as handle:  # claimed up front: no shard takes them
+            handle.write("".join(key + "\n" for key in wide))
+        procs = [subprocess.Popen([sys.executable, "-m", "wattcounts_pipeline.sweep",
+                                   *_without_option(argv, "--claims"), "--claims", str(claims),
+                                   "--log-prefix", f"gpu{gpu_ids[i]}"],
                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu_ids[i]})
                  for i in range(shards)]
         codes = [p.wait() for p in procs]
@@ -180,16 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="measure only keys containing this text")
     parser.add_argument("--recorded", type=Path, action="append", default=[],
                         help="a sweep folder whose measured specs are skipped (repeatable)")
+    parser.add_argument("--hardware", default=None,
+                        help="pin every spec to this card (e.g. h100): the card becomes part of each id")
     parser.add_argument("--shards", type=int, default=1, help="parallel sweeps, one per visible GPU")
-    parser.add_argument("--claims", type=Path, default=None, help=argparse.SUPPRESS)  # set by --shards
+    parser.add_argument("--claims", type=Path, default=None,
+                        help="shared queue file: sweeps given the same one never measure a spec twice")
     parser.add_argument("--log-prefix", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     prefix = f"[{args.log_prefix}] " if args.log_prefix else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s",
                         stream=sys.stderr)
     specs = [s for s in load_experiments(args.experiments).values() if args.only in s.key]
+    if args.hardware:
+        specs = [dataclasses.replace(s, hardware=args.hardware.lower()) for s in specs]
     if args.shards > 1:
-        return run_shards(_without_option(argv, "--shards"), args.shards, specs)
+        return run_shards(_without_option(argv, "--shards"), args.shards, specs, args.claims)
     counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded))
     print(json.dumps(counts), flush=True)
     return 0

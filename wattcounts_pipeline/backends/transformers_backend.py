@@ -1,7 +1,9 @@
 """Hugging Face transformers: real checkpoints, GGUF (dequantized) or random weights from a config.
 
-Modes: eager `generate`, or `compile: true` for the static KV cache path where transformers compiles
-the forward itself (the path seen to work on the lent H200; compilation is done during warm-up).
+Modes (engine arg `compile`): false, eager `generate`; true, `generate` with a static KV cache, whose
+forward transformers compiles itself; "graphs", a static KV cache and the one-token step compiled into
+CUDA graphs, decoded by backends/static_decode.py without waiting on the host between steps. Compilation
+happens during warm-up, outside every window.
 Quantization `FP8` swaps the linears for FP8 ones (backends/fp8.py). `parallelism: pipeline` with
 `gpus: N` splits the decoder layers evenly over N GPUs (accelerate's dispatch hooks move activations),
 which is how a 70B model in bf16 fits on 4 × 80 GB.
@@ -19,6 +21,7 @@ from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
 logger = logging.getLogger(__name__)
+COMPILE_MODES = (False, True, "graphs")
 
 class TransformersBackend(HFTokenizerMixin, InferenceBackend):
     framework = "transformers"
@@ -26,10 +29,13 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
     def __init__(self, spec: ExperimentSpec, model_path: Path) -> None:
         super().__init__(spec, model_path)
         args = spec.engine_kwargs
-        self.compile = bool(args.get("compile", False))
+        self.compile = args.get("compile", False)
+        if self.compile not in COMPILE_MODES:
+            raise BackendError(f"transformers: engine arg compile={self.compile!r}; use one of {COMPILE_MODES}")
         self.device_name = str(args.get("device", "auto"))
         self.model: Any = None
         self.tokenizer: Any = None
+        self.decoder: Any = None
         self.fp8_linears = 0
 
     def _pipeline_devices(self, device: str) -> list[str]:
@@ -93,6 +99,10 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
             self.fp8_linears = quantize_model_fp8(self.model)
             logger.info("FP8: %d linears quantized", self.fp8_linears)
         self.device = device
+        if self.compile == "graphs":
+            from wattcounts_pipeline.backends.static_decode import StaticDecoder
+
+            self.decoder = StaticDecoder(self.model)
         self._versions = {"framework_version": transformers.__version__, "torch_version": torch.__version__}
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -139,21 +149,32 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
             ids = torch.tensor([[pad] * (width - len(p.token_ids)) + list(p.token_ids) for p in chunk])
             mask = torch.tensor([[0] * (width - len(p.token_ids)) + [1] * len(p.token_ids) for p in chunk])
             new_tokens = max(p.max_new_tokens for p in chunk)
-            clock = StepClock(self.sync)
-            kwargs: dict[str, Any] = {"cache_implementation": "static"} if self.compile else {}
             start = time.perf_counter()
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
-                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad,
-                    stopping_criteria=StoppingCriteriaList([clock]), **kwargs)
+            if self.decoder is not None:
+                first: list[float] = []
+
+                def stamp(times: list[float] = first) -> None:
+                    self.sync()
+                    times.append(time.perf_counter())
+
+                out = self.decoder.generate(ids.to(self.device), mask.to(self.device), new_tokens, stamp)
+                n_out = int(out.shape[1])
+            else:
+                clock = StepClock(self.sync)
+                with torch.inference_mode():
+                    out = self.model.generate(
+                        input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,
+                        max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad,
+                        stopping_criteria=StoppingCriteriaList([clock]),
+                        **({"cache_implementation": "static"} if self.compile else {}))
+                n_out = int(out.shape[1] - width)
+                first = clock.times
             self.sync()
             end = time.perf_counter()
-            n_out = int(out.shape[1] - width)
-            first = clock.times[0] if clock.times else end
+            first_s = first[0] if first else end
             for p in chunk:
                 results.append(RequestResult(input_tokens=len(p.token_ids), output_tokens=n_out,
-                                             start_s=start - t0, ttft_s=first - start, e2e_s=end - start))
+                                             start_s=start - t0, ttft_s=first_s - start, e2e_s=end - start))
         return results
 
     def info(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,14 +19,19 @@ logger = logging.getLogger(__name__)
 SERIES = ["model", "framework", "mode", "quantization", "workload", "hardware_id"]  # never average across these
 
 
+def compile_mode(engine_args_json: str | None) -> str:
+    """eager, compiled (transformers' static-cache `generate`) or compiled-graphs (backends/static_decode.py)."""
+    mode = json.loads(engine_args_json or "{}").get("compile", False)
+    return "eager" if not mode else "compiled" if mode is True else f"compiled-{mode}"
+
+
 def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
     """Write a PNG of gross J/token vs batch size (log-log), one line per model/framework/quantization/
     workload/machine."""
     fig, ax = plt.subplots(figsize=(11, 6), dpi=100)
     try:
         data = configurations[configurations["energy_per_token_j"] > 0]
-        data = data.assign(mode=data["engine_args_json"].str.contains('"compile": true').map(
-            {True: "compiled", False: "eager"}))
+        data = data.assign(mode=data["engine_args_json"].map(compile_mode))
         for key, group in data.groupby(SERIES, sort=True):
             curve = group.groupby("batch_size", sort=True)["energy_per_token_j"].mean()
             ax.plot(curve.index, curve.values, marker="o", label=" · ".join(map(str, key)))
