@@ -8,7 +8,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from wattcounts_pipeline.backends.base import Prompt, backend_for
 from wattcounts_pipeline.backends.static_decode import StaticDecoder
+from wattcounts_pipeline.backends.transformers_backend import TransformersBackend
+from wattcounts_pipeline.core.errors import BackendError
+from wattcounts_pipeline.core.specs import ExperimentSpec
 
 TINY = Path(__file__).resolve().parent.parent / "models" / "tiny-llama"
 
@@ -69,3 +73,35 @@ def test_compiled_step_is_one_graph_and_token_identical(model: torch.nn.Module) 
     for lengths, new_tokens in (([6, 9], 10), ([6, 9], 10), ([5, 8, 7], 14)):  # a new shape, no recompile
         ids, mask = left_padded(lengths)
         assert torch.equal(decoder.generate(ids, mask, new_tokens), reference(model, ids, mask, new_tokens))
+
+
+def _spec(**engine_args: object) -> ExperimentSpec:
+    return ExperimentSpec.from_dict({
+        "experiment": "t", "framework": "transformers", "quantization": "F32", "dtype": "float32",
+        "model": {"name": "tiny", "source": "config:models/tiny-llama", "weights": "random", "architecture": "llama"},
+        "engine_args": {"device": "cpu", **engine_args},
+        "workload": {"name": "w", "kind": "fixed", "input_tokens": 8, "output_tokens": 5, "num_requests": 2,
+                     "batch_size": 2}})
+
+
+def test_backend_graphs_mode_decodes_fixed_length_with_a_first_token_time() -> None:
+    backend = TransformersBackend(_spec(compile="graphs"), TINY)
+    backend.load()
+    try:
+        prompts = [Prompt(token_ids=tuple(range(3, 11)), max_new_tokens=5)] * 2
+        results = backend.generate(prompts, batch_size=2)
+    finally:
+        backend.close()
+    assert [r.output_tokens for r in results] == [5, 5]
+    assert all(0 < r.ttft_s < r.e2e_s for r in results)
+    assert backend.info()["engine_args"]["compile"] == "graphs"
+
+
+@pytest.mark.parametrize(("engine_args", "message"), [
+    ({"compile": "max"}, "compile='max'"),
+    ({"compile": "graphs", "parallelism": "tensor", "gpus": 2}, "one GPU only"),
+])
+def test_unknown_or_unsupported_compile_modes_are_refused(engine_args: dict[str, object], message: str) -> None:
+    spec = _spec(**engine_args)
+    with pytest.raises(BackendError, match=message):
+        backend_for(spec)(spec, TINY)
