@@ -148,3 +148,13 @@ def test_rejects_missing_default_unknown_table_and_old_version(releases: dict[st
         build_release({**tables, "mystery": pd.DataFrame({"x": [1]})}, "v0.1.0", tmp_path)
     with pytest.raises(ReleaseError, match="newer than"):
         build_release(tables, "v0.1.0", tmp_path, previous=releases["v0.1.0"])
+
+
+@pytest.mark.parametrize(("engine_args", "mode"), [
+    ({}, "eager"), ({"compile": False}, "eager"), ({"compile": True}, "compiled"),
+    ({"compile": "graphs"}, "compiled-graphs")])
+def test_figure_series_keep_the_compile_paths_apart(engine_args: dict[str, object], mode: str) -> None:
+    """Three transformers paths on one card are three curves, never one averaged line."""
+    from wattcounts_pipeline.hub.figures import compile_mode
+
+    assert compile_mode(json.dumps(engine_args)) == mode
