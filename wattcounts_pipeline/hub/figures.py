@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 SERIES = ["model", "framework", "mode", "quantization", "workload", "hardware_id"]  # never average across these
+LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 3)), "P")]
 
 
 def compile_mode(engine_args_json: str | None) -> str:
@@ -27,21 +29,27 @@ def compile_mode(engine_args_json: str | None) -> str:
 
 def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
     """Write a PNG of gross J/token vs batch size (log-log), one line per model/framework/quantization/
-    workload/machine."""
-    fig, ax = plt.subplots(figsize=(11, 6), dpi=100)
+    workload/machine: a colour per model, a line style per everything else (precision, compile path, GPUs),
+    so two dozen lines stay tellable apart."""
+    fig, ax = plt.subplots(figsize=(12, 6.5), dpi=100)
     try:
         data = configurations[configurations["energy_per_token_j"] > 0]
         data = data.assign(mode=data["engine_args_json"].map(compile_mode))
+        colours = dict(zip(sorted(data["model"].unique()), itertools.cycle(plt.get_cmap("tab20").colors)))
+        variants = sorted({tuple(k[1:]) for k in data.groupby(SERIES, sort=True).groups})
+        styles = dict(zip(variants, itertools.cycle(LINE_STYLES)))
         for key, group in data.groupby(SERIES, sort=True):
             curve = group.groupby("batch_size", sort=True)["energy_per_token_j"].mean()
-            ax.plot(curve.index, curve.values, marker="o", label=" · ".join(map(str, key)))
+            linestyle, marker = styles[tuple(key[1:])]
+            ax.plot(curve.index, curve.values, marker=marker, linestyle=linestyle, color=colours[key[0]],
+                    label=" · ".join(map(str, key)))
         if data.empty:
             ax.text(0.5, 0.5, "no configurations with energy > 0", ha="center", va="center",
                     transform=ax.transAxes)
         else:
             ax.set_yscale("log")
             ax.set_xscale("log", base=2)  # batch sizes are usually powers of two
-            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
             ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel("energy per output token (J/token, gross)")
