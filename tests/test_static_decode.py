@@ -70,7 +70,7 @@ def test_first_token_callback_runs_once_after_prefill(model: torch.nn.Module) ->
 def test_compiled_step_is_one_graph_and_token_identical(model: torch.nn.Module) -> None:
     """fullgraph=True: a graph break in a transformers update fails here rather than on the GPU host."""
     decoder = StaticDecoder(model, compile=True)
-    for lengths, new_tokens in (([6, 9], 10), ([6, 9], 10), ([5, 8, 7], 14)):  # a new shape, no recompile
+    for lengths, new_tokens in (([6, 9], 10), ([6, 9], 10), ([5, 8, 7], 14)):  # replayed, then a new shape
         ids, mask = left_padded(lengths)
         assert torch.equal(decoder.generate(ids, mask, new_tokens), reference(model, ids, mask, new_tokens))
 
@@ -105,3 +105,12 @@ def test_unknown_or_unsupported_compile_modes_are_refused(engine_args: dict[str,
     spec = _spec(**engine_args)
     with pytest.raises(BackendError, match=message):
         backend_for(spec)(spec, TINY)
+
+
+def test_one_process_compiles_decoder_after_decoder(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep builds a decoder per configuration: the dynamo recompile limit must never be reached
+    (fullgraph turns it into a hard failure of every later configuration)."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    for lengths in ([5, 7], [4, 6, 8]):
+        ids, mask = left_padded(lengths)
+        assert torch.equal(StaticDecoder(model).generate(ids, mask, 6), reference(model, ids, mask, 6))

@@ -24,9 +24,13 @@ class StaticDecoder:
         # transformers renamed the forward's cache argument (past_key_values up to 5.2x, then cache)
         self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.compile = compile
-        # dynamic: one compilation serves every batch size and cache length (CUDA graphs are still per shape)
-        self._step = torch.compile(self._next_token, mode="reduce-overhead", fullgraph=True, dynamic=True) \
-            if compile else self._next_token
+        if compile:
+            # Dynamo keeps compiled code per function, across instances: a sweep process that measures many
+            # compiled configurations (a new model and shape each) would pass its recompile limit (8) and,
+            # fullgraph, fail every later one. One decoder per model: start from a clean slate.
+            torch._dynamo.reset()
+        self._step = torch.compile(self._next_token, mode="reduce-overhead", fullgraph=True) if compile \
+            else self._next_token
         self._caches: dict[tuple[int, int], Any] = {}
 
     def _next_token(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
