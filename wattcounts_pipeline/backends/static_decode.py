@@ -29,8 +29,10 @@ class StaticDecoder:
             # compiled configurations (a new model and shape each) would pass its recompile limit (8) and,
             # fullgraph, fail every later one. One decoder per model: start from a clean slate.
             torch._dynamo.reset()
-        self._step = torch.compile(self._next_token, mode="reduce-overhead", fullgraph=True) if compile \
-            else self._next_token
+        # dynamic=True is what the recorded rows ran with; the batch still specializes (the cache's static
+        # tensors fix it), so each configuration compiles its own shape during warm-up.
+        self._step = torch.compile(self._next_token, mode="reduce-overhead", fullgraph=True, dynamic=True) \
+            if compile else self._next_token
         self._caches: dict[tuple[int, int], Any] = {}
 
     def _next_token(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
