@@ -153,7 +153,7 @@ def stage_idle(b: Bench) -> None:
     write_trace(b.args.out / "trace_idle.jsonl", idle.samples, {**b.trace_meta, "workload": "idle, CUDA context up"})
 
 
-def abba_blocks(b: Bench, run_block: Callable[[], None], blocks: int) -> list[tuple[bool, float]]:
+def abba_blocks(b: Bench, run_block: Callable[[], object], blocks: int) -> list[tuple[bool, float]]:
     """(sampler on?, seconds) per block, in on-off-off-on order: a linear drift of the host cancels in
     each group of four."""
     timed: list[tuple[bool, float]] = []
@@ -186,16 +186,12 @@ def stage_overhead(b: Bench) -> None:
     """The sampler switched on and off in alternate blocks of a fixed decode, on two paths: compiled batch 1
     (CUDA graphs, GPU-bound, so block times repeat to ~0.1% and a small effect shows) and eager `generate`
     (host-bound: what the sampler thread takes from the thread that launches the kernels)."""
-    from wattcounts_pipeline.backends.static_decode import StaticDecoder
-
-    decoder = StaticDecoder(b.model)
-    ids, mask = b.inputs(1)
     compiled_tokens = b.args.overhead_compiled_tokens
     t0 = time.perf_counter()
-    decoder.generate(ids, mask, compiled_tokens)  # compiles and records the graph for this shape
+    b.generate(compiled_tokens, 1, static_cache=True)  # compiles and records the graph for this shape
     compile_s = time.perf_counter() - t0
     eager_tokens = max(8, int(b.scaled(1.0) * b.steps_per_s))
-    paths = {"compiled_b1": (lambda: decoder.generate(ids, mask, compiled_tokens), compiled_tokens, 1),
+    paths = {"compiled_b1": (lambda: b.generate(compiled_tokens, 1, static_cache=True), compiled_tokens, 1),
              f"eager_b{b.args.batch}": (lambda: b.generate(eager_tokens, b.args.batch), eager_tokens, b.args.batch)}
     for name, (run_block, tokens, batch) in paths.items():
         cpu_before_s, wall_before_s = b.meter.sampler.cpu_s, time.perf_counter()
