@@ -21,7 +21,7 @@ class StaticDecoder:
         import torch
 
         self.model = model
-        # transformers renamed the forward's cache argument (past_key_values up to 5.2x, then cache)
+        # transformers renamed the forward's cache argument: past_key_values in 5.17 (the GPU host), cache in 5.24
         self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.compile = compile
         if compile:
