@@ -5,13 +5,16 @@
 # PLAN  fidelity  GPU 3: benchmarks/meter_fidelity.py (idle, sampler overhead, compiled J/token), then the
 #                 compiled sweep; GPUs 0-2: the eager sweeps, one spec per GPU at a time
 #       tp        GPUs 0,1: the 2-GPU specs (8B tensor-parallel, 70B pipeline); GPUs 2,3: all 1-GPU sweeps
+#       eager     every GPU on the eager 1-GPU sweeps
 #       all       every GPU on all 1-GPU sweeps (eager first, then compiled)
 # An H100 host measures every spec pinned to h100 (new configuration ids); an H200 host keeps each
 # file's own pin. Nothing is changed on the cards (clocks, power limits).
 set -u
 name=$1 seconds=$2 plan=$3
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-R=$OUT/$name
+# results stay on the machine too: a chained call on the still-warm host skips what an earlier call measured
+KEEP=/tmp/wattcounts-sweeps
+R=$KEEP/$name
 mkdir -p "$R"
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
   python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
@@ -21,7 +24,7 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *) pin=() ;;
 esac
 recorded=()
-for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
+for d in data/measurements/*/ "$KEEP"/*/; do recorded+=(--recorded "$d"); done
 eager=(experiments/gpu_h200_more.yaml experiments/gpu_transformers.yaml)
 compiled=(experiments/gpu_compiled.yaml)
 deadline=$((SECONDS + seconds - 20))  # 20 s to pack the results
@@ -44,9 +47,11 @@ case $plan in
      CUDA_VISIBLE_DEVICES=0 sweep late "${eager[@]}" "${compiled[@]}" --claims "$claims" &
      CUDA_VISIBLE_DEVICES=1 sweep late "${eager[@]}" "${compiled[@]}" --claims "$claims"; wait) &
     CUDA_VISIBLE_DEVICES=2,3 sweep shards "${eager[@]}" "${compiled[@]}" --shards 2 --claims "$claims" ;;
+  eager)
+    sweep shards "${eager[@]}" --shards 4 ;;
   all)
     sweep shards "${eager[@]}" "${compiled[@]}" --shards 4 ;;
   *) echo "unknown plan $plan" >&2; exit 2 ;;
 esac
 wait
-tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
+tar czf "$OUT/$name.tgz" -C "$KEEP" "$name"
