@@ -6,7 +6,9 @@
 #                 compiled sweep; GPUs 0-2: the eager sweeps, one spec per GPU at a time
 #       tp        GPUs 0,1: the 2-GPU specs (8B tensor-parallel, 70B pipeline); GPUs 2,3: all 1-GPU sweeps
 #       eager     every GPU on the eager 1-GPU sweeps
-#       all       every GPU on all 1-GPU sweeps (eager first, then compiled)
+#       captured  GPUs 0-2: the CUDA-graph sweep (compile: capture), then the eager ones; GPU 3: the compiled
+#                 sweep (~130 s of compilation per configuration)
+#       all       every GPU on all 1-GPU sweeps (eager, then captured, then compiled)
 # An H100 host measures every spec pinned to h100 (new configuration ids); an H200 host keeps each
 # file's own pin. Nothing is changed on the cards (clocks, power limits).
 set -u
@@ -27,6 +29,7 @@ recorded=()
 for d in data/measurements/*/ "$KEEP"/*/; do recorded+=(--recorded "$d"); done
 eager=(experiments/gpu_h200_more.yaml experiments/gpu_transformers.yaml)
 compiled=(experiments/gpu_compiled.yaml)
+captured=(experiments/gpu_captured.yaml)
 deadline=$((SECONDS + seconds - 20))  # 20 s to pack the results
 left() { echo $((deadline - SECONDS)); }
 # start no spec in the last 90 s (a spec takes 15-60 s, a compiled one longer); hard stop at the deadline
@@ -49,8 +52,11 @@ case $plan in
     CUDA_VISIBLE_DEVICES=2,3 sweep shards "${eager[@]}" "${compiled[@]}" --shards 2 --claims "$claims" ;;
   eager)
     sweep shards "${eager[@]}" --shards 4 ;;
+  captured)
+    CUDA_VISIBLE_DEVICES=3 sweep compiled "${compiled[@]}" &
+    CUDA_VISIBLE_DEVICES=0,1,2 sweep shards "${captured[@]}" "${eager[@]}" --shards 3 ;;
   all)
-    sweep shards "${eager[@]}" "${compiled[@]}" --shards 4 ;;
+    sweep shards "${eager[@]}" "${captured[@]}" "${compiled[@]}" --shards 4 ;;
   *) echo "unknown plan $plan" >&2; exit 2 ;;
 esac
 wait

@@ -152,9 +152,9 @@ def test_rejects_missing_default_unknown_table_and_old_version(releases: dict[st
 
 @pytest.mark.parametrize(("engine_args", "mode"), [
     ({}, "eager"), ({"compile": False}, "eager"), ({"compile": True}, "compiled"),
-    ({"compile": "graphs"}, "compiled-graphs")])
+    ({"compile": "graphs"}, "compiled-graphs"), ({"compile": "capture"}, "cuda-graphs")])
 def test_figure_series_keep_the_compile_paths_apart(engine_args: dict[str, object], mode: str) -> None:
-    """Three transformers paths on one card are three curves, never one averaged line."""
+    """Four transformers paths on one card are four curves, never one averaged line."""
     from wattcounts_pipeline.hub.figures import compile_mode
 
     assert compile_mode(json.dumps(engine_args)) == mode

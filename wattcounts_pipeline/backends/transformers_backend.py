@@ -1,9 +1,11 @@
 """Hugging Face transformers: real checkpoints, GGUF (dequantized) or random weights from a config.
 
 Modes (engine arg `compile`): false, eager `generate`; true, `generate` with a static KV cache, whose
-forward transformers compiles itself; "graphs", a static KV cache and the one-token step compiled into
-CUDA graphs, decoded by backends/static_decode.py without waiting on the host between steps. Compilation
-happens during warm-up, outside every window.
+forward transformers compiles itself; "graphs", a static KV cache and the one-token step compiled by
+torch.compile into CUDA graphs; "capture", the same loop with the eager step recorded into a CUDA graph
+(no compiler: aten's kernels, seconds to prepare instead of minutes). Both graph modes decode through
+backends/static_decode.py without waiting on the host between steps, on one GPU. Compiling and recording
+happen during warm-up, outside every window.
 Quantization `FP8` swaps the linears for FP8 ones (backends/fp8.py). `parallelism: pipeline` with
 `gpus: N` splits the decoder layers evenly over N GPUs (accelerate's dispatch hooks move activations),
 which is how a 70B model in bf16 fits on 4 × 80 GB.
@@ -21,7 +23,8 @@ from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
 logger = logging.getLogger(__name__)
-COMPILE_MODES = (False, True, "graphs")
+COMPILE_MODES = (False, True, "graphs", "capture")
+GRAPH_MODES = {"graphs": "compile", "capture": "capture"}  # engine arg -> StaticDecoder mode
 
 class TransformersBackend(HFTokenizerMixin, InferenceBackend):
     framework = "transformers"
@@ -32,6 +35,9 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         self.compile = args.get("compile", False)
         if self.compile not in COMPILE_MODES:
             raise BackendError(f"transformers: engine arg compile={self.compile!r}; use one of {COMPILE_MODES}")
+        if self.compile in GRAPH_MODES and spec.parallelism != "none":  # graphs of NCCL or cross-device steps: not built
+            raise BackendError(f"transformers: compile {self.compile!r} runs on one GPU only "
+                               f"(parallelism {spec.parallelism!r}); use compile true or false")
         self.device_name = str(args.get("device", "auto"))
         self.model: Any = None
         self.tokenizer: Any = None
@@ -99,10 +105,12 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
             self.fp8_linears = quantize_model_fp8(self.model)
             logger.info("FP8: %d linears quantized", self.fp8_linears)
         self.device = device
-        if self.compile == "graphs":
+        if self.compile in GRAPH_MODES:
             from wattcounts_pipeline.backends.static_decode import StaticDecoder
 
-            self.decoder = StaticDecoder(self.model)
+            if self.compile == "capture" and not str(device).startswith("cuda"):
+                raise BackendError(f"transformers: compile 'capture' records CUDA graphs; device is {device!r}")
+            self.decoder = StaticDecoder(self.model, mode=GRAPH_MODES[self.compile])
         self._versions = {"framework_version": transformers.__version__, "torch_version": torch.__version__}
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token

@@ -22,9 +22,11 @@ LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "
 
 
 def compile_mode(engine_args_json: str | None) -> str:
-    """eager, compiled (transformers' static-cache `generate`) or compiled-graphs (backends/static_decode.py)."""
+    """eager, compiled (transformers' static-cache `generate`), compiled-graphs (backends/static_decode.py,
+    torch.compile) or cuda-graphs (the same loop, eager kernels recorded: `compile: capture`)."""
     mode = json.loads(engine_args_json or "{}").get("compile", False)
-    return "eager" if not mode else "compiled" if mode is True else f"compiled-{mode}"
+    return ("eager" if not mode else "compiled" if mode is True else "cuda-graphs" if mode == "capture"
+            else f"compiled-{mode}")
 
 
 def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
