@@ -14,8 +14,9 @@
 set -u
 name=$1 seconds=$2 plan=$3
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-# results stay on the machine too: a chained call on the still-warm host skips what an earlier call measured
-KEEP=/tmp/wattcounts-sweeps
+# results stay in the checkout on the machine too: a chained call on the still-warm host skips what an
+# earlier call measured
+KEEP=$PWD/.sweeps  # ignored by git: the device keeps ignored paths between calls, not /tmp
 R=$KEEP/$name
 mkdir -p "$R"
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
