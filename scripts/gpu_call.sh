@@ -14,10 +14,7 @@
 set -u
 name=$1 seconds=$2 plan=$3
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-# results stay in the checkout on the machine too: a chained call on the still-warm host skips what an
-# earlier call measured
-KEEP=$PWD/.sweeps  # ignored by git: the device keeps ignored paths between calls, not /tmp
-R=$KEEP/$name
+R=$OUT/$name
 mkdir -p "$R"
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
   python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
@@ -27,7 +24,7 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *) pin=() ;;
 esac
 recorded=()
-for d in data/measurements/*/ "$KEEP"/*/; do recorded+=(--recorded "$d"); done
+for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
 eager=(experiments/gpu_h200_more.yaml experiments/gpu_transformers.yaml)
 compiled=(experiments/gpu_compiled.yaml)
 captured=(experiments/gpu_captured.yaml)
@@ -61,4 +58,4 @@ case $plan in
   *) echo "unknown plan $plan" >&2; exit 2 ;;
 esac
 wait
-tar czf "$OUT/$name.tgz" -C "$KEEP" "$name"
+tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
