@@ -14,10 +14,12 @@ matplotlib.use("Agg")  # headless: releases are built on servers and in CI
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.lines import Line2D
 
 logger = logging.getLogger(__name__)
 
-SERIES = ["model", "framework", "mode", "quantization", "workload", "hardware_id"]  # never average across these
+PANEL = ["framework", "mode", "quantization", "hardware_id"]  # one panel per engine setup and machine
+SERIES = ["model", *PANEL, "workload"]  # never average across these
 LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 3)), "P")]
 
 
@@ -29,35 +31,54 @@ def compile_mode(engine_args_json: str | None) -> str:
             else f"compiled-{mode}")
 
 
-def energy_per_token_figure(configurations: pd.DataFrame, path: Path) -> Path:
-    """Write a PNG of gross J/token vs batch size (log-log), one line per model/framework/quantization/
-    workload/machine: a colour per model, a line style per everything else (precision, compile path, GPUs),
-    so two dozen lines stay tellable apart."""
-    fig, ax = plt.subplots(figsize=(12, 6.5), dpi=100)
+def energy_per_token_figure(configurations: pd.DataFrame, path: Path, columns: int = 3) -> Path:
+    """Write a PNG of gross J/token vs batch size (log-log) as small multiples: a panel per framework,
+    compile path, precision and machine, a colour per model (the same in every panel), a line style per
+    workload. Three hundred configurations on one axis are unreadable; on shared axes the panels still
+    compare at a glance."""
+    data = configurations[configurations["energy_per_token_j"] > 0]
+    data = data.assign(mode=data["engine_args_json"].map(compile_mode))
+    panels = list(data.groupby(PANEL, sort=True).groups) or [("no configurations with energy > 0",)]
+    ncols = min(columns, len(panels))
+    nrows = -(-len(panels) // ncols)
+    height_in = 3.4 * nrows + 1.2
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, height_in), dpi=100, squeeze=False,
+                             sharex=True, sharey=True)
+    legend_rows = 0
     try:
-        data = configurations[configurations["energy_per_token_j"] > 0]
-        data = data.assign(mode=data["engine_args_json"].map(compile_mode))
         colours = dict(zip(sorted(data["model"].unique()), itertools.cycle(plt.get_cmap("tab20").colors)))
-        variants = sorted({tuple(k[1:]) for k in data.groupby(SERIES, sort=True).groups})
-        styles = dict(zip(variants, itertools.cycle(LINE_STYLES)))
-        for key, group in data.groupby(SERIES, sort=True):
-            curve = group.groupby("batch_size", sort=True)["energy_per_token_j"].mean()
-            linestyle, marker = styles[tuple(key[1:])]
-            ax.plot(curve.index, curve.values, marker=marker, linestyle=linestyle, color=colours[key[0]],
-                    label=" · ".join(map(str, key)))
+        styles = dict(zip(sorted(data["workload"].unique()), itertools.cycle(LINE_STYLES)))
+        for ax, panel in zip(axes.flat, panels):
+            ax.set_title(" · ".join(map(str, panel)), fontsize="small")
+            ax.grid(True, which="both", alpha=0.3)
         if data.empty:
-            ax.text(0.5, 0.5, "no configurations with energy > 0", ha="center", va="center",
-                    transform=ax.transAxes)
-        else:
+            axes.flat[0].text(0.5, 0.5, panels[0][0], ha="center", va="center", transform=axes.flat[0].transAxes)
+        for key, group in data.groupby(SERIES, sort=True):
+            ax = axes.flat[panels.index(tuple(key[1:-1]))]
+            curve = group.groupby("batch_size", sort=True)["energy_per_token_j"].mean()
+            linestyle, marker = styles[key[-1]]
+            ax.plot(curve.index, curve.values, marker=marker, markersize=4, linestyle=linestyle,
+                    color=colours[key[0]])
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        if not data.empty:
+            ax = axes.flat[0]
             ax.set_yscale("log")
             ax.set_xscale("log", base=2)  # batch sizes are usually powers of two
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-            ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-        ax.set_xlabel("batch size (requests)")
-        ax.set_ylabel("energy per output token (J/token, gross)")
-        ax.set_title("Energy per output token vs batch size")
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
+            handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in colours.items()]
+            if len(styles) > 1:
+                handles += [Line2D([], [], color="grey", linestyle=ls, marker=mk, label=w)
+                            for w, (ls, mk) in styles.items()]
+            fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize="small",
+                       frameon=False)
+            legend_rows = -(-len(handles) // 6)
+        for ax in axes[-1]:
+            ax.set_xlabel("batch size (requests)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("J/token (gross)")
+        fig.suptitle("Energy per output token vs batch size")
+        fig.tight_layout(rect=(0, (0.1 + 0.22 * legend_rows) / height_in, 1, 1))  # room for the legend
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", metadata={"Software": None})
     finally:
