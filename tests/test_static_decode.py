@@ -26,9 +26,10 @@ def model() -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY), dtype=torch.float32).eval()
 
 
-def reference(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
+def reference(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int,
+              pad_token_id: int = 2) -> torch.Tensor:
     out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, pad_token_id=2)
+                         min_new_tokens=new_tokens, pad_token_id=pad_token_id)
     return out[:, ids.shape[1]:]
 
 
@@ -181,8 +182,7 @@ def prompts_of_mixed_length() -> tuple[torch.Tensor, torch.Tensor]:
 def test_recorded_step_replays_to_greedy_tokens(config_dir: Path) -> None:
     model = small(config_dir)
     ids, mask = prompts_of_mixed_length()
-    expected = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
-                              min_new_tokens=12, pad_token_id=0)[:, ids.shape[1]:]
+    expected = reference(model, ids, mask, 12, pad_token_id=0)
     decoder = recording_decoder(model)
     for _ in range(2):  # recorded once, replayed twice over a reset cache
         assert torch.equal(decoder.generate(ids, mask, 12), expected)
@@ -207,8 +207,7 @@ def test_a_recording_over_transformers_sliding_window_layers_goes_wrong() -> Non
     recording freezes, so replays mask the wrong positions (Phi-3: every layer has a window)."""
     model = small(next(c for c in CONFIGS if c.name == "phi-3-mini"))
     ids, mask = prompts_of_mixed_length()
-    expected = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
-                              min_new_tokens=12, pad_token_id=0)[:, ids.shape[1]:]
+    expected = reference(model, ids, mask, 12, pad_token_id=0)
     decoder = recording_decoder(model)
     decoder._slots[(3, 23)] = _Slot(StaticCache(config=model.config, max_cache_len=23),
                                     mask=torch.ones(3, 23, dtype=torch.long), token=torch.zeros(3, 1, dtype=torch.long),
