@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.llamacpp_server import build_info
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
@@ -68,8 +69,10 @@ class LlamaCppBackend(InferenceBackend):
         return results
 
     def info(self) -> dict[str, Any]:
-        return {"framework_version": self._version, "device": "cpu" if not self.engine_args["n_gpu_layers"]
-                else "gpu", "engine_args": self.engine_args}
+        build = build_info()
+        version = f"{self._version} (llama.cpp b{build['build_number']})" if build.get("build_number") else self._version
+        return {"framework_version": version, "device": "cpu" if not self.engine_args["n_gpu_layers"]
+                else "gpu", "engine_args": {**self.engine_args, **({"build": build} if build else {})}}
 
     def close(self) -> None:
         if self.llm is not None:

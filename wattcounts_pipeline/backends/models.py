@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.backends.gguf_quant import gguf_file_type, requantize
+from wattcounts_pipeline.backends.gguf_random import random_gguf
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef
+
+LLAMACPP_FRAMEWORKS = ("llamacpp", "llamacpp-server")
 
 
 def resolve_model(ref: ModelRef) -> Path:
@@ -42,8 +46,14 @@ def resolve_model(ref: ModelRef) -> Path:
 
 def resolve_spec_model(spec: ExperimentSpec) -> tuple[Path, dict[str, str]]:
     """The weights a spec runs and their provenance: llama.cpp specs whose quantization differs from
-    their GGUF's get a re-quantized copy (recorded as `requantized_from`)."""
+    their GGUF's get a re-quantized copy (recorded as `requantized_from`); llama.cpp specs of a config-only
+    (random-weight) model get a random GGUF written in their quantization (`gguf_random`)."""
     path = resolve_model(spec.model)
+    if spec.framework in LLAMACPP_FRAMEWORKS and spec.model.source.startswith("config:"):
+        keep = os.environ.get("WATTCOUNTS_RANDOM_GGUF_KEEP")  # full-size files are 1-16 GB: bound the cache
+        gguf_path = random_gguf(path, spec.quantization, paths.subdir("cache", "models"),
+                                keep=int(keep) if keep else None)
+        return gguf_path, {"gguf": "random weights written by wattcounts_pipeline.backends.gguf_random"}
     if spec.framework != "llamacpp" or path.suffix != ".gguf" or not path.is_file():
         return path, {}
     native = gguf_file_type(path)

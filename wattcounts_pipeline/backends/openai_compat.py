@@ -47,7 +47,7 @@ class CompletionClient:
     """Streams `/v1/completions` from one server; thread-safe (one connection per request)."""
 
     def __init__(self, base_url: str, model: str = "", api_key: str = "", timeout_s: float = 300.0,
-                 fixed_length: bool = True) -> None:
+                 fixed_length: bool = True, extra_body: dict[str, Any] | None = None) -> None:
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise BackendError(f"openai: base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
@@ -57,6 +57,7 @@ class CompletionClient:
         self.api_key = api_key
         self.timeout_s = timeout_s
         self.fixed_length = fixed_length
+        self.extra_body = dict(extra_body or {})  # server-specific request fields (llama-server: cache_prompt)
         self.model = model or self._first_model()
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -93,6 +94,7 @@ class CompletionClient:
                                 "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
         if self.fixed_length:
             body.update(min_tokens=req.max_tokens, ignore_eos=True)
+        body.update(self.extra_body)
         url = f"{self.base_url}/v1/completions"
         conn = self._connect()
         start = time.perf_counter()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One timed call on a lent GPU host (the device tool, `$OUT` set): llama.cpp with CUDA, then the llama.cpp sweep.
+#   scripts/gpu_llamacpp_call.sh NAME SECONDS
+# The build comes from .llama/llama-cuda-bin.tar.xz.part-* when a previous call returned it (carry `.llama`),
+# else it is built here from .llama/llama.cpp-0.3.36-src.tar.xz (~5 min) and returned in parts under $OUT.
+# Results: $OUT/NAME.tgz (the sweep folder, logs, env.txt). Nothing is changed on the card.
+set -u
+name=$1 seconds=$2
+deadline=$((SECONDS + seconds - 25))  # 25 s to pack the results
+left() { echo $((deadline - SECONDS)); }
+export PYTHONPATH=$PWD:$PWD/.llama/py PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+R=$OUT/$name
+mkdir -p "$R"
+{ nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
+  grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version; } > "$R/env.txt" 2>&1
+prefix=/tmp/llama-cuda
+if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
+  cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
+else
+  scripts/build_llamacpp_cuda.sh .llama/llama.cpp-0.3.36-src.tar.xz "$prefix" > "$R/build.log" 2>&1
+  (cd /tmp && XZ_OPT=-T0 tar cJf - llama-cuda) | split -b 15M - "$OUT/llama-cuda-bin.tar.xz.part-"
+fi
+cp "$prefix/build-info.json" "$R/" 2>/dev/null
+export LLAMA_CPP_LIB_PATH=$prefix/bin LD_LIBRARY_PATH=$prefix/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_INFO=$prefix/build-info.json
+export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
+recorded=()
+for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
+[ "$(left)" -gt 90 ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep experiments/gpu_llamacpp.yaml \
+  --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - 75)) ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
+cp -r /tmp/wattcounts/logs "$R/" 2>/dev/null
+tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
