@@ -49,14 +49,14 @@ def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[str, Stamp]:
     return str(folder), tuple(files)
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
+def _jsonl_rows(path: Path) -> list[dict]:
     rows = []
     for line in path.read_text().splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a line cut by a kill mid-write
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -70,16 +70,18 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 
 
 def read_table(folder: Path, name: str) -> pd.DataFrame:
-    """Every stored row of table `name` in `folder` (packed rows first, then any JSONL rows), unfiltered."""
-    parts = []
-    if (folder / f"{name}.parquet").exists():
-        parts.append(_read_parquet(folder / f"{name}.parquet"))
-    if (folder / f"{name}.jsonl").exists():
-        parts.append(_read_jsonl(folder / f"{name}.jsonl"))
-    parts = [p for p in parts if not p.empty] or parts[:1]
-    if not parts:
-        return pd.DataFrame()
-    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    """Every stored row of table `name` in `folder` (packed rows first, then any JSONL rows), unfiltered.
+    Packed and JSONL rows together are typed as if all were one JSONL file (a column null in the new rows
+    stays float, not object), so packing them again reads back identical."""
+    packed = folder / f"{name}.parquet"
+    frame = _read_parquet(packed) if packed.exists() else None
+    jsonl = folder / f"{name}.jsonl"
+    rows = _jsonl_rows(jsonl) if jsonl.exists() else []
+    if frame is None or frame.empty:
+        return pd.DataFrame(rows)
+    if not rows:
+        return frame
+    return pd.DataFrame(frame.to_dict(orient="records") + rows)
 
 
 @functools.lru_cache(maxsize=64)
