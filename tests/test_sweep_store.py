@@ -53,9 +53,9 @@ def sweep(tmp_path: Path) -> Path:
 
 def _assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
     assert list(a) == list(b)
-    for name in a:
-        assert same_frame(a[name], b[name]) is None, (name, same_frame(a[name], b[name]))
-        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
+    for name, frame in a.items():
+        assert same_frame(frame, b[name]) is None, (name, same_frame(frame, b[name]))
+        pd.testing.assert_frame_equal(frame, b[name], check_exact=True)
 
 
 def _snapshot(folder: Path) -> dict:
@@ -105,7 +105,7 @@ def test_in_progress_jsonl_and_resumed_pack(sweep: Path) -> None:
     assert done_keys(sweep) == set(KEYS)  # the cache notices the new file
     tables = load_sweep(sweep)
     assert tables["runs"]["run_id"].tolist()[-1] == f"{KEYS[2]}/r0"
-    folder, picked = find_recorded(KEYS[2], [sweep])
+    _, picked = find_recorded(KEYS[2], [sweep])
     assert len(picked["runs"]) == 1 and len(picked["power_traces"]) == 10
     merged = load_sweep(sweep)
     assert merged["runs"]["repetition"].dtype == "int64" and merged["runs"]["cpu_energy_j"].isna().all()

@@ -59,12 +59,20 @@ def _jsonl_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    import pyarrow.parquet as pq  # noqa: PLC0415 - only readers of packed folders need it
+def _pyarrow_parquet(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise RecordedDataError(f"{path}: reading or packing a packed sweep folder needs pyarrow "
+                                f"(a dependency of wattcounts; `pip install pyarrow`)") from exc
+    return pq
 
+
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    pq = _pyarrow_parquet(path)
     try:
         return pq.read_table(path, columns=columns).to_pandas()
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+    except Exception as exc:
         raise RecordedDataError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); "
                                 f"restore it from git or re-pack the sweep from its JSONL") from exc
 
@@ -181,10 +189,10 @@ def pack_sweep(folder: Path, level: int = ZSTD_LEVEL) -> dict[str, dict[str, int
     """Convert a finished sweep folder's JSONL tables to parquet and remove each JSONL once its parquet reads
     back identical. Rows already packed are kept (a resumed sweep's new JSONL rows are appended to them).
     Do not run while a sweep still writes to `folder`. Returns {table: {"rows", "jsonl_bytes", "parquet_bytes"}}."""
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
-
     folder = Path(folder)
+    pq = _pyarrow_parquet(folder)
+    import pyarrow as pa
+
     report: dict[str, dict[str, int]] = {}
     for name in PACKED:
         jsonl, target = folder / f"{name}.jsonl", folder / f"{name}.parquet"
