@@ -19,6 +19,7 @@ R=$OUT/$name
 mkdir -p "$R"
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
   python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+  python3 -c "import pyarrow; print('pyarrow', pyarrow.__version__)"  # needed to read the packed folders
   echo "cpus $(nproc)"; } > "$R/env.txt" 2>&1
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *H100*) pin=(--hardware h100) ;;
