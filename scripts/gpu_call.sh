@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One timed call on a lent 4-GPU host (the device tool, `$OUT` set): resumes the GPU sweeps where the
-# recorded folders under data/measurements/ leave them, and packs everything into $OUT/NAME.tgz.
+# recorded folders under data/measurements/ leave them, packs each sweep folder's tables into parquet
+# (`sweep pack`) and everything into $OUT/NAME.tgz.
 #   scripts/gpu_call.sh NAME SECONDS PLAN
 # PLAN  fidelity  GPU 3: benchmarks/meter_fidelity.py (idle, sampler overhead, compiled J/token), then the
 #                 compiled sweep; GPUs 0-2: the eager sweeps, one spec per GPU at a time
@@ -18,6 +19,7 @@ R=$OUT/$name
 mkdir -p "$R"
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
   python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+  python3 -c "import pyarrow; print('pyarrow', pyarrow.__version__)"  # needed to read the packed folders
   echo "cpus $(nproc)"; } > "$R/env.txt" 2>&1
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *H100*) pin=(--hardware h100) ;;
@@ -58,4 +60,8 @@ case $plan in
   *) echo "unknown plan $plan" >&2; exit 2 ;;
 esac
 wait
+# every sweep has ended: JSONL -> parquet (each JSONL kept if its parquet does not read back identical)
+for d in "$R"/*/; do
+  [ -f "$d/runs.jsonl" ] && python3 -m wattcounts_pipeline.sweep pack "$d" >> "$R/pack.log" 2>&1
+done
 tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"

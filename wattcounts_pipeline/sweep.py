@@ -1,4 +1,5 @@
 """`python -m wattcounts_pipeline.sweep EXPERIMENT.yaml --out DIR`: measure many specs, resumably.
+`python -m wattcounts_pipeline.sweep pack DIR...`: pack finished sweep folders into parquet.
 
 For GPU hosts reached without Dagster (a lent machine, a batch job): the same `measure_spec` as the
 `measurements` asset, one spec after another, each finished spec appended to `DIR/*.jsonl` at once
@@ -7,7 +8,8 @@ A failing spec is recorded in `failures.jsonl` and the sweep goes on. `--shards 
 one per visible GPU (each sees only its own through CUDA_VISIBLE_DEVICES), taking specs from a shared
 claims file, so a 4-GPU host measures four 1-GPU configurations at a time; appends are locked. Committed under
 `data/measurements/<sweep>/`, the `measurements` asset serves such recorded rows for their partitions,
-and they are validated like live ones.
+and they are validated like live ones. A finished folder is packed before it is committed: each JSONL table
+becomes a zstd parquet file, checked to read back identical before the JSONL goes (see `sweep_store`).
 """
 
 from __future__ import annotations
@@ -31,23 +33,15 @@ from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.measure import measure_spec
 from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.select import best_meter
+from wattcounts_pipeline.sweep_store import (  # noqa: F401 - readers import these from here
+    TABLES,
+    done_keys,
+    find_recorded,
+    load_sweep,
+    pack_sweep,
+)
 
 logger = logging.getLogger(__name__)
-TABLES = ("runs", "requests", "power_traces")
-
-
-def done_keys(out: Path) -> set[str]:
-    """Configuration ids already measured (present in runs.jsonl)."""
-    path = out / "runs.jsonl"
-    if not path.exists():
-        return set()
-    keys = set()
-    for line in path.read_text().splitlines():
-        try:
-            keys.add(json.loads(line)["configuration_id"])
-        except (json.JSONDecodeError, KeyError):
-            continue  # a line cut by a kill mid-write
-    return keys
 
 
 def _append(path: Path, frame: pd.DataFrame) -> None:
@@ -147,35 +141,10 @@ def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec], claims
     return max(codes, default=0)
 
 
-def _configuration_ids(frame: pd.DataFrame) -> pd.Series:
-    """Each row's configuration id (power traces only carry run ids: '<configuration id>/r<n>')."""
-    if "configuration_id" in frame:
-        return frame["configuration_id"]
-    return frame["run_id"].str.rsplit("/", n=1).str[0]
-
-
-def load_sweep(folder: Path) -> dict[str, pd.DataFrame]:
-    """The tables of a sweep folder, keeping only complete specs (those with a runs row)."""
-    done = done_keys(folder)
-    tables = {}
-    for name in TABLES:
-        path = folder / f"{name}.jsonl"
-        rows = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        frame = pd.DataFrame(rows)
-        if not frame.empty:
-            frame = frame[_configuration_ids(frame).isin(done)].reset_index(drop=True)
-        tables[name] = frame
-    return tables
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pack"]:
+        return pack_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m wattcounts_pipeline.sweep", description=__doc__)
     parser.add_argument("experiments", nargs="+", type=Path, help="experiment YAML files")
     parser.add_argument("--out", type=Path, required=True, help="results folder (resumed if it exists)")
@@ -204,6 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def pack_main(argv: list[str]) -> int:
+    """`pack DIR...`: each folder's JSONL tables to parquet (removed once the parquet reads back equal)."""
+    parser = argparse.ArgumentParser(prog="python -m wattcounts_pipeline.sweep pack",
+                                     description=pack_main.__doc__)
+    parser.add_argument("folders", nargs="+", type=Path, help="finished sweep folders (no sweep writing to them)")
+    parser.add_argument("--level", type=int, default=19, help="zstd compression level")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for folder in args.folders:
+        if not folder.is_dir():
+            raise SystemExit(f"{folder}: not a folder")
+        print(json.dumps({"folder": str(folder), "packed": pack_sweep(folder, args.level)}), flush=True)
+    return 0
+
+
 def _without_option(argv: list[str], name: str) -> list[str]:
     """`argv` minus `name VALUE` / `name=VALUE`."""
     out, skip = [], False
@@ -215,21 +199,6 @@ def _without_option(argv: list[str], name: str) -> list[str]:
         elif not a.startswith(name + "="):
             out.append(a)
     return out
-
-
-def find_recorded(key: str, folders: list[Path]) -> tuple[Path, dict[str, pd.DataFrame]] | None:
-    """The rows of configuration `key` from the first recorded sweep folder that holds it."""
-    for folder in folders:
-        if key in done_keys(folder):
-            tables = load_sweep(folder)
-            picked = {}
-            for name, frame in tables.items():
-                if frame.empty:
-                    picked[name] = frame
-                    continue
-                picked[name] = frame[_configuration_ids(frame) == key].reset_index(drop=True)
-            return folder, picked
-    return None
 
 
 if __name__ == "__main__":

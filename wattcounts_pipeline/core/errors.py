@@ -33,3 +33,7 @@ class ReleaseError(WattCountsError):
 
 class SubmissionError(WattCountsError):
     """A contributed bundle is unsafe or invalid."""
+
+
+class RecordedDataError(WattCountsError):
+    """A recorded sweep folder (data/measurements/) holds a file that cannot be read or packed; names the file."""

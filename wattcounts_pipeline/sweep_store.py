@@ -1,0 +1,218 @@
+"""How a sweep folder (`data/measurements/<sweep>/`) stores its rows, and how they are read back.
+
+While a sweep runs, each finished spec is appended to `runs.jsonl`, `requests.jsonl`, `power_traces.jsonl`
+and `specs.jsonl` line by line (crash-safe: a killed sweep loses at most a cut last line). A finished folder
+is then packed (`python -m wattcounts_pipeline.sweep pack DIR`, or `--pack` on the sweep): each table becomes
+`<table>.parquet` (zstd level 19, dictionary-encoded strings, rows in their recorded order), written beside the
+JSONL, read back and compared value for value (column order, dtypes, float bits, None vs NaN), and only then
+the JSONL is removed. Lossless: nothing is thinned or rounded.
+
+Readers take both forms: the parquet where present plus any JSONL (a sweep in progress, or one resumed after
+packing, whose new rows are appended after the packed ones). Each folder is read and indexed by configuration id
+once per process, again only when one of its files changes (cache keyed on path, mtime and size).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wattcounts_pipeline.core.errors import RecordedDataError
+
+logger = logging.getLogger(__name__)
+TABLES = ("runs", "requests", "power_traces")  # what the `measurements` asset serves
+PACKED = (*TABLES, "specs")  # what `pack_sweep` converts (failures.jsonl and logs stay as they are)
+ZSTD_LEVEL = 19
+_NO_ROWS = np.empty(0, dtype=np.intp)
+
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[str, Stamp]:
+    """`folder` and (file name, mtime_ns, size) of each stored file of `names`: the cache key of a read."""
+    files = []
+    for name in names:
+        for suffix in (".parquet", ".jsonl"):
+            path = folder / f"{name}{suffix}"
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((path.name, st.st_mtime_ns, st.st_size))
+    return str(folder), tuple(files)
+
+
+def _jsonl_rows(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill mid-write
+    return rows
+
+
+def _pyarrow_parquet(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise RecordedDataError(f"{path}: reading or packing a packed sweep folder needs pyarrow "
+                                f"(a dependency of wattcounts; `pip install pyarrow`)") from exc
+    return pq
+
+
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    pq = _pyarrow_parquet(path)
+    try:
+        return pq.read_table(path, columns=columns).to_pandas()
+    except Exception as exc:
+        raise RecordedDataError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); "
+                                f"restore it from git or re-pack the sweep from its JSONL") from exc
+
+
+def read_table(folder: Path, name: str) -> pd.DataFrame:
+    """Every stored row of table `name` in `folder` (packed rows first, then any JSONL rows), unfiltered.
+    Packed and JSONL rows together are typed as if all were one JSONL file (a column null in the new rows
+    stays float, not object), so packing them again reads back identical."""
+    packed = folder / f"{name}.parquet"
+    frame = _read_parquet(packed) if packed.exists() else None
+    jsonl = folder / f"{name}.jsonl"
+    rows = _jsonl_rows(jsonl) if jsonl.exists() else []
+    if frame is None or frame.empty:
+        return pd.DataFrame(rows)
+    if not rows:
+        return frame
+    return pd.DataFrame(frame.to_dict(orient="records") + rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _done_keys(folder: str, stamp: Stamp) -> frozenset[str]:
+    path = Path(folder)
+    keys: set[str] = set()
+    if (path / "runs.parquet").exists():
+        keys.update(k for k in _read_parquet(path / "runs.parquet", ["configuration_id"])["configuration_id"]
+                    if isinstance(k, str))
+    if (path / "runs.jsonl").exists():
+        for line in (path / "runs.jsonl").read_text().splitlines():
+            try:
+                keys.add(json.loads(line)["configuration_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut by a kill mid-write
+    return frozenset(keys)
+
+
+def done_keys(out: Path) -> set[str]:
+    """Configuration ids already measured (present in runs.parquet or runs.jsonl)."""
+    return set(_done_keys(*_stamp(out, ("runs",))))
+
+
+def _configuration_ids(frame: pd.DataFrame) -> pd.Series:
+    """Each row's configuration id (power traces only carry run ids: '<configuration id>/r<n>')."""
+    if "configuration_id" in frame:
+        return frame["configuration_id"]
+    return frame["run_id"].str.rsplit("/", n=1).str[0]
+
+
+@dataclass(frozen=True)
+class _Index:
+    tables: dict[str, pd.DataFrame]  # complete specs only; never handed out without a copy
+    rows: dict[str, dict[str, np.ndarray]]  # table -> configuration id -> row positions
+
+
+@functools.lru_cache(maxsize=16)
+def _index(folder: str, stamp: Stamp) -> _Index:
+    path = Path(folder)
+    done = _done_keys(*_stamp(path, ("runs",)))
+    tables, rows = {}, {}
+    for name in TABLES:
+        frame = read_table(path, name)
+        positions: dict[str, np.ndarray] = {}
+        if not frame.empty:
+            frame = frame[_configuration_ids(frame).isin(done)].reset_index(drop=True)
+            ids = _configuration_ids(frame)
+            positions = {str(k): np.asarray(v, dtype=np.intp) for k, v in ids.groupby(ids, sort=False).indices.items()}
+        tables[name], rows[name] = frame, positions
+    return _Index(tables, rows)
+
+
+def load_sweep(folder: Path) -> dict[str, pd.DataFrame]:
+    """The tables of a sweep folder, keeping only complete specs (those with a runs row)."""
+    index = _index(*_stamp(folder, TABLES))
+    return {name: frame.copy() for name, frame in index.tables.items()}
+
+
+def find_recorded(key: str, folders: list[Path]) -> tuple[Path, dict[str, pd.DataFrame]] | None:
+    """The rows of configuration `key` from the first recorded sweep folder that holds it."""
+    for folder in folders:
+        if key not in done_keys(folder):
+            continue
+        index = _index(*_stamp(folder, TABLES))
+        picked = {}
+        for name, frame in index.tables.items():
+            if frame.empty:
+                picked[name] = frame.copy()
+            else:
+                picked[name] = frame.take(index.rows[name].get(key, _NO_ROWS)).reset_index(drop=True)
+        return folder, picked
+    return None
+
+
+def _cells(series: pd.Series) -> object:
+    """A column's exact content: raw bytes for numbers (float bits, NaN payloads), type + repr otherwise."""
+    if series.dtype.kind in "biufcmM":
+        return series.dtype.str, np.ascontiguousarray(series.to_numpy()).tobytes()
+    return [(type(v).__name__, repr(v)) for v in series.tolist()]
+
+
+def same_frame(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
+    """None when `a` and `b` are identical (columns and order, dtypes, every value); else the first difference."""
+    if list(a.columns) != list(b.columns):
+        return f"columns {list(a.columns)} != {list(b.columns)}"
+    if len(a) != len(b):
+        return f"{len(a)} rows != {len(b)}"
+    for col in a.columns:
+        if str(a[col].dtype) != str(b[col].dtype):
+            return f"column {col!r}: dtype {a[col].dtype} != {b[col].dtype}"
+        if _cells(a[col]) != _cells(b[col]):
+            return f"column {col!r}: values differ"
+    return None
+
+
+def pack_sweep(folder: Path, level: int = ZSTD_LEVEL) -> dict[str, dict[str, int]]:
+    """Convert a finished sweep folder's JSONL tables to parquet and remove each JSONL once its parquet reads
+    back identical. Rows already packed are kept (a resumed sweep's new JSONL rows are appended to them).
+    Do not run while a sweep still writes to `folder`. Returns {table: {"rows", "jsonl_bytes", "parquet_bytes"}}."""
+    folder = Path(folder)
+    pq = _pyarrow_parquet(folder)
+    import pyarrow as pa
+
+    report: dict[str, dict[str, int]] = {}
+    for name in PACKED:
+        jsonl, target = folder / f"{name}.jsonl", folder / f"{name}.parquet"
+        if not jsonl.exists():
+            continue
+        frame = read_table(folder, name)
+        tmp = folder / f".{name}.parquet.tmp"
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table, tmp, compression="zstd", compression_level=level, use_dictionary=True)
+            problem = same_frame(frame, _read_parquet(tmp))
+        except Exception:
+            tmp.unlink(missing_ok=True)
+            raise
+        if problem is not None:
+            tmp.unlink(missing_ok=True)
+            raise RecordedDataError(f"{jsonl}: packed parquet does not read back equal ({problem}); JSONL kept")
+        jsonl_bytes = jsonl.stat().st_size
+        os.replace(tmp, target)
+        jsonl.unlink()
+        report[name] = {"rows": len(frame), "jsonl_bytes": jsonl_bytes, "parquet_bytes": target.stat().st_size}
+        logger.info("packed %s: %d rows, %d -> %d bytes", jsonl, len(frame), jsonl_bytes, target.stat().st_size)
+    return report
