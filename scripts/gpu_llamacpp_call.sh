@@ -2,7 +2,9 @@
 # One timed call on a lent GPU host (the device tool, `$OUT` set): llama.cpp with CUDA, then the llama.cpp sweep.
 #   scripts/gpu_llamacpp_call.sh NAME SECONDS
 # The build comes from .llama/llama-cuda-bin.tar.xz.part-* when a previous call returned it (carry `.llama`),
-# else it is built here from .llama/llama.cpp-0.3.36-src.tar.xz (~5 min) and returned in parts under $OUT.
+# else it is built here from .llama-src/llama.cpp-0.3.36-src.tar.xz (carry `.llama-src`; ~5 min) and
+# returned in parts under $OUT. .llama/py holds the Python side: llama_cpp (bindings), gguf, diskcache.
+# WATTCOUNTS_SWEEP_ONLY: measure only keys containing it; WATTCOUNTS_CHECK=CONFIG:QUANT: a smoke check first.
 # Results: $OUT/NAME.tgz (the sweep folder, logs, env.txt). Nothing is changed on the card.
 set -u
 name=$1 seconds=$2
@@ -17,13 +19,21 @@ prefix=/tmp/llama-cuda
 if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
   cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
 else
-  scripts/build_llamacpp_cuda.sh .llama/llama.cpp-0.3.36-src.tar.xz "$prefix" > "$R/build.log" 2>&1
+  scripts/build_llamacpp_cuda.sh .llama-src/llama.cpp-0.3.36-src.tar.xz "$prefix" > "$R/build.log" 2>&1
   (cd /tmp && XZ_OPT=-T0 tar cJf - llama-cuda) | split -b 15M - "$OUT/llama-cuda-bin.tar.xz.part-"
 fi
 cp "$prefix/build-info.json" "$R/" 2>/dev/null
 export LLAMA_CPP_LIB_PATH=$prefix/bin LD_LIBRARY_PATH=$prefix/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_INFO=$prefix/build-info.json
 export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
+export PYTHONFAULTHANDLER=1  # a crash in native code prints the Python stack
+if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
+  for variant in ${WATTCOUNTS_CHECK_VARIANTS:-n_gpu_layers=99}; do  # e.g. "n_gpu_layers=0 split_mode=0,..."
+    echo "=== variant $variant" >> "$R/check.log"
+    timeout 120 python3 scripts/llamacpp_gpu_check.py "${WATTCOUNTS_CHECK%%:*}" "${WATTCOUNTS_CHECK##*:}" 32 ${variant//,/ } >> "$R/check.log" 2>&1
+    echo "check rc $?" >> "$R/check.log"
+  done
+fi
 recorded=()
 for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
 [ "$(left)" -gt 90 ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep experiments/gpu_llamacpp.yaml \

@@ -166,9 +166,7 @@ def plan(shape: Shape, quantization: str) -> list[Tensor]:
                 new = "Q5_K"
             elif ftype in ("MOSTLY_Q4_K_M", "MOSTLY_Q5_K_M") and _more_bits(i_v, n_v):
                 new = "Q6_K"
-            i_v += 1
-            if name.endswith("attn_qkv.weight"):  # attn_qkv counts as attn_v above, then has rules of its own
-                new = {"MOSTLY_Q3_K_M": "Q4_K", "MOSTLY_Q4_K_M": "Q5_K", "MOSTLY_Q5_K_M": "Q6_K"}.get(ftype, new)
+            i_v += 1  # a fused attn_qkv takes the attn_v rules (llama.cpp's own attn_qkv branch is never reached)
         elif name.endswith("ffn_down.weight"):
             n = shape.n_layer
             if ftype == "MOSTLY_Q2_K":
@@ -218,13 +216,15 @@ def _data(t: Tensor, pools: dict[str, np.ndarray], rng: np.random.Generator) -> 
 
 
 def _vocab(n_vocab: int) -> Iterator[tuple[bytes, float, int]]:
-    """A SentencePiece-style placeholder vocabulary: <unk>, <s>, </s>, the 256 byte tokens, then fillers."""
+    """A SentencePiece-style placeholder vocabulary: <unk>, <s>, </s>, the 256 byte tokens, <|endoftext|>
+    (llama.cpp looks it up by name in models named Phi-3), then fillers."""
     yield b"<unk>", 0.0, 2
     yield b"<s>", 0.0, 3
     yield b"</s>", 0.0, 3
     for b in range(256):
         yield f"<0x{b:02X}>".encode(), 0.0, 6
-    for i in range(n_vocab - 259):
+    yield b"<|endoftext|>", 0.0, 3
+    for i in range(n_vocab - 260):
         yield f"\u2581t{i}".encode(), -float(i), 1
 
 
