@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("rows", nargs="?", type=int, default=DEFAULT_ROWS)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; best and median are recorded")
     parser.add_argument("--no-record", action="store_true", help=f"do not write {RESULT.name}")
+    parser.add_argument("--note", default="", help="recorded with the figures (e.g. whether the machine was shared)")
     args = parser.parse_args(argv)
     host = machine()
     runs = synthetic_runs(args.rows)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     record = {"benchmark": "benchmarks/validate_1m.py", "goal": "validate + aggregate 1,000,000 run rows <= 3 s",
               "commit": commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "machine": host, "rows": best["rows"], "configurations": best["configurations"],
-              "repetitions": figures, **summary}
+              "repetitions": figures, **summary, **({"note": args.note} if args.note else {})}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"recorded in {RESULT.relative_to(RESULT.parent.parent.parent)}")
