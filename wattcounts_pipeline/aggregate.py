@@ -70,8 +70,8 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
             stem = col[:-2]
             out[f"{stem}_p50_s"] = r[col].median()
             out[f"{stem}_p90_s"] = r[col].quantile(0.9)
-    quality_cols = out.apply(lambda row: _quality_for(row, quality), axis=1, result_type="expand") \
-        if not quality.empty else pd.DataFrame({"quality_tasks": "", "quality_acc_mean": np.nan}, index=out.index)
+    quality_cols = _quality_columns(out, quality) if not quality.empty \
+        else pd.DataFrame({"quality_tasks": "", "quality_acc_mean": np.nan}, index=out.index)
     out = out.join(quality_cols).reset_index()
     out.loc[out["weights"] == "random", ["quality_tasks", "quality_acc_mean"]] = ["", np.nan]
     return contract.conform(out)
@@ -85,19 +85,83 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _energy_per_token_by_gpu(runs: pd.DataFrame) -> pd.Series:
-    """Per configuration, the mean J/token of each GPU (JSON list); None where runs carry no per-GPU energy."""
+    """Per configuration, the mean J/token of each GPU (JSON list); None where runs carry no per-GPU energy.
+
+    Vectorised over configurations: the lists are parsed once, then each list width is one array, summed per
+    configuration in row order as `np.mean(axis=0)` of that configuration's rows would (same float result).
+    """
     if "gpu_energy_j_by_gpu" not in runs:
         return pd.Series(None, index=runs["configuration_id"].unique(), dtype=object)
-    result = {}
-    for key, group in runs.groupby("configuration_id", sort=True):
-        has = group["gpu_energy_j_by_gpu"].map(lambda v: isinstance(v, str))
-        lists = [json.loads(v) for v in group.loc[has, "gpu_energy_j_by_gpu"]]
-        if not lists or len({len(x) for x in lists}) != 1:
-            result[key] = None
-            continue
-        per_token = np.array(lists) / group.loc[has, "output_tokens_total"].to_numpy()[:, None]
-        result[key] = json.dumps([round(float(v), 6) for v in per_token.mean(axis=0)])
-    return pd.Series(result, dtype=object)
+    codes, keys = pd.factorize(runs["configuration_id"], sort=True)
+    result = np.full(len(keys), None, dtype=object)
+    raw = runs["gpu_energy_j_by_gpu"]
+    if isinstance(raw.dtype, pd.StringDtype):
+        has = raw.notna().to_numpy()
+    else:
+        has = np.fromiter((isinstance(v, str) for v in raw.to_numpy(dtype=object)), dtype=bool, count=len(raw))
+    rows = np.flatnonzero(has)
+    if len(rows):
+        texts = raw.to_numpy(dtype=object)[rows]
+        lists = _parse_lists(texts)
+        widths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        group = codes[rows]
+        low = np.full(len(keys), np.iinfo(np.int64).max)
+        high = np.full(len(keys), -1)
+        np.minimum.at(low, group, widths)
+        np.maximum.at(high, group, widths)
+        uniform = low == high  # every list of the configuration has the same length (False: none there)
+        tokens = runs["output_tokens_total"].to_numpy()[rows]
+        for width in np.unique(widths[uniform[group]]):  # one pass per list width (1, 2, 4, 8 GPUs)
+            pick = np.flatnonzero((widths == width) & uniform[group])
+            order = pick[np.argsort(group[pick], kind="stable")]  # configuration by configuration, row order
+            per_token = np.array([lists[i] for i in order]) / tokens[order][:, None]
+            firsts, means = _row_means_by_group(per_token, group[order])
+            result[firsts] = [json.dumps([round(float(v), 6) for v in m]) for m in means.tolist()]
+    return pd.Series(result, index=keys, dtype=object)
+
+
+def _row_means_by_group(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `values` (n × k) averaged per run of equal `groups` (sorted): the groups and their means, bit
+    for bit `values[rows].mean(axis=0)` of each group. numpy sums one column pairwise and wider ones row by
+    row, so groups of one size are stacked and summed the same way (a loop over sizes, not over groups)."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    sizes = np.diff(np.r_[starts, len(groups)])
+    width = values.shape[1]
+    means = np.empty((len(starts), width))
+    for size in np.unique(sizes):
+        which = np.flatnonzero(sizes == size)
+        rows = (starts[which][:, None] + np.arange(size)).ravel()
+        stack = values[rows].reshape(len(which), size, width)
+        if width == 1:
+            sums = np.ascontiguousarray(stack[:, :, 0]).sum(axis=1)[:, None]  # pairwise, as numpy's mean
+        else:
+            sums = stack[:, 0, :].copy()
+            for i in range(1, size):  # row after row, as numpy's mean over axis 0
+                sums += stack[:, i, :]
+        means[which] = sums / size
+    return groups[starts], means
+
+
+def _parse_lists(texts: np.ndarray) -> list:
+    """`json.loads` of each text, in one parse when they are all plain JSON lists."""
+    try:
+        parsed = json.loads("[" + ",".join(texts) + "]")
+        if len(parsed) == len(texts) and all(isinstance(x, list) for x in parsed):
+            return parsed
+    except ValueError:
+        pass
+    return [json.loads(v) for v in texts]
+
+
+def _quality_columns(out: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    """`_quality_for` of each configuration, computed once per model + quantization + framework + weights."""
+    keys = ["model", "quantization", "framework", "weights"]
+    distinct = out[keys].drop_duplicates()
+    found = pd.DataFrame([_quality_for(row, quality) for _, row in distinct.iterrows()],
+                         columns=["quality_tasks", "quality_acc_mean"])
+    table = pd.concat([distinct.reset_index(drop=True), found], axis=1)
+    merged = out[keys].merge(table, on=keys, how="left", validate="many_to_one")
+    return merged[["quality_tasks", "quality_acc_mean"]].set_axis(out.index)
 
 
 def _quality_for(run: pd.Series, quality: pd.DataFrame) -> dict[str, object]:

@@ -95,10 +95,8 @@ class Contract:
 
     def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Columns in contract order with contract dtypes (missing nullable columns added as null)."""
-        out = frame.copy()
-        for c in self.columns:
-            if c.name not in out.columns and c.nullable:
-                out[c.name] = None
+        added = {c.name: None for c in self.columns if c.name not in frame.columns and c.nullable}
+        out = frame.assign(**added) if added else frame  # the selection below is a new frame: no copy first
         missing = [c for c in self.column_names if c not in out.columns]
         if missing:
             raise ContractError(f"table {self.name!r}: missing columns {missing}")

@@ -112,7 +112,8 @@ def validate_table(name: str, frame: pd.DataFrame, source: str = "", contract: C
         quarantine.insert(0, "row", range(len(frame)))
         quarantine["reason"] = msgs
         return ValidationResult(name, contract.empty_frame(), quarantine, failure_frame)
-    valid = contract.conform(coerced.drop(index=bad_rows)).reset_index(drop=True)
+    kept = coerced.drop(index=bad_rows) if bad_rows else coerced  # dropping nothing still copies every column
+    valid = contract.conform(kept).reset_index(drop=True)
     return ValidationResult(name, valid, quarantine.reset_index(drop=True), failure_frame)
 
 
