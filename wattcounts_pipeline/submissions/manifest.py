@@ -219,8 +219,11 @@ def _text_reasons(doc: dict[str, Any]) -> list[str]:
                 reasons.append(f"{where}: holds control or bidi character U+{ord(unsafe.group()):04X}")
             if path not in FREE_TEXT and len(value) > MAX_STRING_CHARS:
                 reasons.append(f"{where}: {len(value)} characters, more than the {MAX_STRING_CHARS} allowed")
-        elif path.startswith("software.") and path.count(".") == 1 and value is not None:
-            reasons.append(f"{where}: expected string, got {type(value).__name__} {_short(value)} (quote versions)")
+    software = doc.get("software") if isinstance(doc.get("software"), dict) else {}
+    for key, value in software.items():
+        if not isinstance(value, str):
+            reasons.append(f"{SOURCE}: field software.{key}: expected string, got {type(value).__name__} "
+                           f"{_short(value)} (quote versions)")
     return list(dict.fromkeys(reasons))
 
 
