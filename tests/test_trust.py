@@ -175,3 +175,56 @@ def test_release_with_hostile_contributed_text_holds_no_html(tmp_path: Path, mon
         assert not np.isinf(numbers).any(), name
         text_cells = [str(c) for c in frame.select_dtypes(exclude="number").to_numpy().ravel()]
         assert not any(re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", c) for c in text_cells), name
+
+
+# ---------------------------------------------------------------- experiment files
+
+GOOD_EXPERIMENT = """
+name: t
+models: {m: {source: "gguf:/x.gguf"}}
+workloads: {w: {input_tokens: 8, output_tokens: 4, num_requests: 2}}
+matrix:
+  - {model: m, framework: llamacpp, quantization: Q4_K_M, batch_sizes: [1, 2]}
+"""
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("batch_sizes: [1, 2]", "batch_size: [1, 2]"), "matrix[0].batch_size: unknown key; did you mean 'batch_sizes'?"),
+    (("batch_sizes: [1, 2]}", "batch_sizes: [1], repetition: 5}"), "unknown key; did you mean 'repetitions'?"),
+    (("batch_sizes: [1, 2]", "batch_sizes: [1000000000]"), "matrix[0].batch_sizes[0]: 1000000000 outside"),
+    (("batch_sizes: [1, 2]}", "batch_sizes: [1], min_window_s: -1}"), "matrix[0].min_window_s: -1 outside"),
+    (("batch_sizes: [1, 2]}", "batch_sizes: [1], repetitions: 2.5}"), "repetitions: expected a whole number"),
+    (("batch_sizes: [1, 2]}", "batch_sizes: [1], idle_s: -2}"), "matrix[0].idle_s: -2 outside"),
+    (("batch_sizes: [1, 2]}", "batch_sizes: [1], idle_s: .nan}"), "idle_s: expected a number"),
+    (("num_requests: 2}", "num_requests: 2, colour: red}"), "workloads.w.colour: unknown key"),
+    (("matrix:\n  - {", "matrix:\n  - [1]\n  - {"), "matrix[0]: expected a mapping, got list"),
+    (("models: {m:", "modles: {m:"), "top level.modles: unknown key; did you mean 'models'?"),
+])
+def test_experiment_file_is_validated_at_load(edit, expected, tmp_path: Path) -> None:
+    from wattcounts_pipeline.core.errors import SpecError
+    from wattcounts_pipeline.core.specs import load_experiment
+    path = tmp_path / "bad.yaml"
+    assert edit[0] in GOOD_EXPERIMENT
+    path.write_text(GOOD_EXPERIMENT.replace(*edit))
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        load_experiment(path)
+
+
+def test_a_malformed_file_never_stops_registration_of_the_others(tmp_path: Path) -> None:
+    from wattcounts_pipeline.defs.resources import ExperimentsResource
+    (tmp_path / "a.yaml").write_text(GOOD_EXPERIMENT.replace("matrix:\n  - {", "matrix:\n  - [1]\n  - {"))
+    (tmp_path / "b.yaml").write_text("matrix: {not: a list}\n")
+    (tmp_path / "c.yaml").write_text(GOOD_EXPERIMENT)
+    specs = ExperimentsResource(files=[str(tmp_path / n) for n in ("a.yaml", "b.yaml", "c.yaml")]).specs()
+    assert len(specs) == 2
+
+
+def test_sweep_exits_non_zero_when_every_spec_failed(tmp_path: Path, monkeypatch) -> None:
+    from wattcounts_pipeline import sweep
+    (tmp_path / "e.yaml").write_text(GOOD_EXPERIMENT)
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: {"measured": 0, "failed": 2, "skipped": 0,
+                                                             "claimed_elsewhere": 0})
+    assert sweep.main([str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")]) == 1
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: {"measured": 1, "failed": 1, "skipped": 0,
+                                                             "claimed_elsewhere": 0})
+    assert sweep.main([str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")]) == 0
