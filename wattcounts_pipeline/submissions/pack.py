@@ -17,8 +17,8 @@ from pathlib import Path
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import SubmissionError
-from wattcounts_pipeline.submissions.archive import ALLOWED_MEMBERS, DEFAULT_LIMITS, Limits
 from wattcounts_pipeline.core.text import terminal_safe
+from wattcounts_pipeline.submissions.archive import ALLOWED_MEMBERS, DEFAULT_LIMITS, Limits
 from wattcounts_pipeline.submissions.bundle import inspect_archive, summarize_reasons
 from wattcounts_pipeline.submissions.store import bundle_id
 

@@ -91,13 +91,13 @@ def _run_reasons(manifest: Manifest, runs: pd.DataFrame, runs_file: str) -> list
         (runs["mean_power_w"] < MIN_HOST_W, "mean_power_w",
          "too low for a running machine: was energy given in Wh or kJ instead of J?"),
         (host_w > MAX_CPU_DRAM_W, "energy_j",
-         f"energy outside the GPUs averages more than {MAX_CPU_DRAM_W:g} W, beyond any CPU and DRAM "
-         "(RAPL or estimate)"),
+         (f"energy outside the GPUs averages more than {MAX_CPU_DRAM_W:g} W, beyond any CPU and DRAM "
+         "(RAPL or estimate)")),
         (pd.to_numeric(runs["gpu_power_limit_w"], errors="coerce") > tdp * LIMIT_OVER_TDP, "gpu_power_limit_w",
          f"more than {LIMIT_OVER_TDP:g} x the card's TDP in the hardware catalog"),
         (runs["tokens_per_s"] > np.where(on_gpu, MAX_TOKENS_PER_S_PER_GPU * gpus, MAX_TOKENS_PER_S_CPU),
-         "tokens_per_s", f"beyond any hardware ({MAX_TOKENS_PER_S_PER_GPU:g} per GPU, "
-         f"{MAX_TOKENS_PER_S_CPU:g} on CPU)"),
+         "tokens_per_s", (f"beyond any hardware ({MAX_TOKENS_PER_S_PER_GPU:g} per GPU, "
+         f"{MAX_TOKENS_PER_S_CPU:g} on CPU)")),
     ]
     reasons = []
     declared = hardware.get("gpu_power_limit_w")

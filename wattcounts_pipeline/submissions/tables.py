@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import re
 from typing import Any
 
 import numpy as np
@@ -72,15 +71,15 @@ def _read_parquet(filename: str, data: bytes, max_columns: int, limits: Limits) 
         if meta.num_columns > max_columns:
             return None, [f"{filename}: {meta.num_columns} columns, more than the {max_columns} allowed"]
         if meta.num_rows * meta.num_columns > limits.max_cells:
-            return None, [f"{filename}: {meta.num_rows} rows x {meta.num_columns} columns, more than the "
-                          f"{limits.max_cells} cells allowed"]
+            return None, [(f"{filename}: {meta.num_rows} rows x {meta.num_columns} columns, more than the "
+                          f"{limits.max_cells} cells allowed")]
         if meta.num_row_groups > MAX_ROW_GROUPS:
             return None, [f"{filename}: {meta.num_row_groups} row groups, more than the {MAX_ROW_GROUPS} allowed"]
         encoded = sum(meta.row_group(g).column(c).total_uncompressed_size
                       for g in range(meta.num_row_groups) for c in range(meta.num_columns))
         if encoded > limits.max_decoded_bytes:
-            return None, [f"{filename}: {encoded} bytes once decompressed, more than the {limits.max_decoded_bytes} "
-                          "allowed"]
+            return None, [(f"{filename}: {encoded} bytes once decompressed, more than the {limits.max_decoded_bytes} "
+                          "allowed")]
         schema = pq.ParquetFile(io.BytesIO(data)).schema_arrow
         bad = [f"{f.name} ({f.type})" for f in schema if not _primitive(f.type)]
         if bad:
@@ -91,16 +90,16 @@ def _read_parquet(filename: str, data: bytes, max_columns: int, limits: Limits) 
         for g in range(meta.num_row_groups):
             part = handle.read_row_group(g).replace_schema_metadata(None)  # drop pandas metadata
             if part.num_rows != meta.row_group(g).num_rows:
-                return None, [f"{filename}: row group {g} holds {part.num_rows} rows, its footer says "
-                              f"{meta.row_group(g).num_rows}"]
+                return None, [(f"{filename}: row group {g} holds {part.num_rows} rows, its footer says "
+                              f"{meta.row_group(g).num_rows}")]
             for name in strings:
                 size, reasons = _string_cost(filename, name, part.column(name), row0, limits)
                 decoded += size
                 if reasons:
                     return None, reasons
                 if decoded > limits.max_decoded_bytes:
-                    return None, [f"{filename}: column {name}: strings decode to more than the "
-                                  f"{limits.max_decoded_bytes} bytes allowed"]
+                    return None, [(f"{filename}: column {name}: strings decode to more than the "
+                                  f"{limits.max_decoded_bytes} bytes allowed")]
             parts.append(part.cast(pa.schema([f.with_type(_plain(f.type)) for f in part.schema])))
             row0 += part.num_rows
         return (pa.concat_tables(parts) if parts else schema.empty_table()), []
@@ -126,8 +125,8 @@ def _string_cost(filename: str, name: str, column: pa.ChunkedArray, row0: int, l
         longest = pc.max(chars).as_py() or 0
         if longest > limits.max_string_chars:
             row = offset + pc.index(chars, longest).as_py()
-            return total, [f"{filename}: row {row}, field {name}: {longest} characters, more than the "
-                           f"{limits.max_string_chars} allowed"]
+            return total, [(f"{filename}: row {row}, field {name}: {longest} characters, more than the "
+                           f"{limits.max_string_chars} allowed")]
         offset += len(chunk)
     return total, []
 
