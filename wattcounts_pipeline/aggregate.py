@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -38,6 +39,7 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     contract = load_contract("configurations")
     if runs.empty:
         return contract.empty_frame()
+    runs, requests = _with_identity(runs, requests)
     runs = runs.assign(input_tokens=runs["input_tokens_total"] / runs["num_requests"],
                        output_tokens=runs["output_tokens_total"] / runs["num_requests"],
                        temperature_max_c=runs[["temperature_start_c", "temperature_end_c"]].max(axis=1))
@@ -75,6 +77,33 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     out = out.join(quality_cols).reset_index()
     out.loc[out["weights"] == "random", ["quality_tasks", "quality_acc_mean"]] = ["", np.nan]
     return contract.conform(out)
+
+
+def configuration_keys(runs: pd.DataFrame) -> pd.Series:
+    """The configuration each run counts towards. Our rows: their configuration_id, as always. Contributed rows:
+    `<configuration_id>@<bundle id>` (plus a hardware hash where one bundle measured it on two machines), so
+    two machines measuring one spec are two rows of the release, never one row with the first one's hardware."""
+    source = runs["source"].astype(str)
+    submitted = source.str.startswith("submission:").to_numpy()
+    if not submitted.any():
+        return runs["configuration_id"]
+    key = runs["configuration_id"].astype(str) + "@" + source.str.removeprefix("submission:")
+    hardware = runs["hardware_id"].astype(str)
+    mixed = (hardware.groupby(key).transform("nunique") > 1).to_numpy()
+    key = key.where(~mixed, key + "-" + hardware.map(lambda h: hashlib.sha256(h.encode()).hexdigest()[:6]))
+    return runs["configuration_id"].where(~submitted, key)
+
+
+def _with_identity(runs: pd.DataFrame, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and requests relabelled with `configuration_keys` (a no-op for our own rows)."""
+    keys = configuration_keys(runs)
+    if keys.equals(runs["configuration_id"]):
+        return runs, requests
+    runs = runs.assign(configuration_id=keys)
+    if not requests.empty:
+        by_run = runs.drop_duplicates("run_id").set_index("run_id")["configuration_id"]
+        requests = requests.assign(configuration_id=requests["run_id"].map(by_run).fillna(requests["configuration_id"]))
+    return runs, requests
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_shards(_without_option(argv, "--shards"), args.shards, specs, args.claims)
     counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded))
     print(json.dumps(counts), flush=True)
-    return 0
+    return 1 if counts["failed"] and not counts["measured"] else 0  # every spec tried failed: say so
 
 
 def pack_main(argv: list[str]) -> int:

@@ -6,8 +6,10 @@ same configuration always lands in the same partition and adding it twice never 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,6 +109,10 @@ class ExperimentSpec:
             raise SpecError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
         if self.repetitions < 1:
             raise SpecError("repetitions must be >= 1")
+        for name in ("idle_s", "min_window_s"):  # negative idle used to fail only after the model had loaded
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SpecError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.requires not in ("any", "gpu"):
             raise SpecError(f"requires must be 'any' or 'gpu', got {self.requires!r}")
         if self.parallelism not in PARALLELISMS:
@@ -198,6 +204,91 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+RUN_SETTINGS = ("repetitions", "warmup_requests", "idle_s", "min_window_s", "requires", "hardware", "prefill_split")
+ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "file": frozenset({"name", "description", "in_default_set", "defaults", "models", "workloads", "matrix"}),
+    "defaults": frozenset({*RUN_SETTINGS, "quality"}),
+    "quality": frozenset({"tasks", "limit", "num_fewshot"}),
+    "model": frozenset({"source", "weights", "revision", "architecture", "tokenizer"}),
+    "workload": frozenset({"kind", "input_tokens", "output_tokens", "num_requests", "batch_size", "seed",
+                           "prompts_path", "num_batches"}),
+    "matrix": frozenset({"model", "framework", "quantization", "dtype", "workloads", "batch_sizes", "engine_args",
+                         "quality", *RUN_SETTINGS}),
+}
+# (minimum, maximum, integer?) of every numeric setting; a value outside is a typo, not a configuration
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "repetitions": (1, 1000, True), "warmup_requests": (0, 10_000, True), "idle_s": (0, 3600, False),
+    "min_window_s": (0, 3600, False), "input_tokens": (1, 1_000_000, True), "output_tokens": (1, 1_000_000, True),
+    "num_requests": (1, 1_000_000, True), "batch_size": (1, 65_536, True), "batch_sizes": (1, 65_536, True),
+    "num_batches": (1, 1_000_000, True), "seed": (0, 2**32 - 1, True), "num_fewshot": (0, 100, True),
+    "limit": (1, 10_000_000, True),
+}
+
+
+def _keys_reasons(mapping: Any, kind: str, where: str) -> list[str]:
+    """Unknown keys by name, with the nearest known one (a typo like `repetition` must not run with defaults)."""
+    if not isinstance(mapping, dict):
+        return [f"{where}: expected a mapping, got {type(mapping).__name__}"]
+    out = []
+    for key in mapping:
+        if key not in ALLOWED_KEYS[kind]:
+            near = difflib.get_close_matches(str(key), sorted(ALLOWED_KEYS[kind]), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {sorted(ALLOWED_KEYS[kind])}"
+            out.append(f"{where}.{key}: unknown key{hint}")
+    return out
+
+
+def _range_reasons(mapping: dict[str, Any], where: str) -> list[str]:
+    out = []
+    for key, value in mapping.items():
+        if key not in RANGES or value is None:
+            continue
+        low, high, integer = RANGES[key]
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            at = f"{where}.{key}" + (f"[{i}]" if isinstance(value, list) else "")
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+                out.append(f"{at}: expected a number, got {item!r}")
+            elif integer and item != int(item):
+                out.append(f"{at}: expected a whole number, got {item!r}")
+            elif not low <= item <= high:
+                out.append(f"{at}: {item!r} outside {low:g}..{high:g}")
+    return out
+
+
+def check_experiment(doc: Any) -> list[str]:
+    """Every structural problem of an experiment document: shapes, unknown keys, types and ranges."""
+    if not isinstance(doc, dict):
+        return [f"top level: expected a mapping, got {type(doc).__name__}"]
+    reasons = _keys_reasons(doc, "file", "top level")
+    defaults = doc.get("defaults") or {}
+    reasons += _keys_reasons(defaults, "defaults", "defaults")
+    if isinstance(defaults, dict):
+        reasons += _range_reasons(defaults, "defaults")
+        if defaults.get("quality") is not None:
+            reasons += _keys_reasons(defaults["quality"], "quality", "defaults.quality")
+            if isinstance(defaults["quality"], dict):
+                reasons += _range_reasons(defaults["quality"], "defaults.quality")
+    for section, kind in (("models", "model"), ("workloads", "workload")):
+        entries = doc.get(section) or {}
+        if not isinstance(entries, dict):
+            reasons.append(f"{section}: expected a mapping of name to {kind}, got {type(entries).__name__}")
+            continue
+        for name, entry in entries.items():
+            reasons += _keys_reasons(entry, kind, f"{section}.{name}")
+            if isinstance(entry, dict):
+                reasons += _range_reasons(entry, f"{section}.{name}")
+    matrix = doc.get("matrix") or []
+    if not isinstance(matrix, list):
+        return reasons + [f"matrix: expected a list, got {type(matrix).__name__}"]
+    for i, entry in enumerate(matrix):
+        reasons += _keys_reasons(entry, "matrix", f"matrix[{i}]")
+        if isinstance(entry, dict):
+            reasons += _range_reasons(entry, f"matrix[{i}]")
+            if entry.get("engine_args") is not None and not isinstance(entry["engine_args"], dict):
+                reasons.append(f"matrix[{i}].engine_args: expected a mapping")
+    return reasons
+
+
 def load_experiment(path: str | Path) -> list[ExperimentSpec]:
     """Expand one experiment YAML into specs, naming the file and entry in every error."""
     path = Path(path)
@@ -209,11 +300,14 @@ def load_experiment(path: str | Path) -> list[ExperimentSpec]:
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: top level must be a mapping")
+    problems = check_experiment(doc)
+    if problems:
+        raise SpecError(f"{path}: " + "; ".join(problems))
     try:
         return _expand(doc, path)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"{path}: {type(exc).__name__}: {exc}") from None
 
 

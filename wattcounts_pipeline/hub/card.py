@@ -10,6 +10,7 @@ import yaml
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.contracts import Contract
+from wattcounts_pipeline.core.text import markdown_safe
 
 DEFAULT_CONFIG = "configurations"
 TOP_N = 10
@@ -52,7 +53,8 @@ def render_card(frames: dict[str, pd.DataFrame], contracts: dict[str, Contract],
     `num_bytes` is each table's in-memory Arrow size, which `datasets` expects in the split metadata.
     """
     card = load_card_data()
-    # Markdown, not HTML: HTML autoescaping would mangle the card; table cells are escaped by `_cell` instead.
+    # Markdown, not HTML: HTML autoescaping would mangle the card; every value that comes from rows (contributed
+    # ones included) goes through `_cell`, which leaves it inert Markdown.
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.DATASET_CARD_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              autoescape=False)
@@ -107,7 +109,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A table cell that renders as the text it holds: no HTML, link, control character or runaway length."""
+    return markdown_safe(value)
 
 
 def _size_category(rows: int) -> str:

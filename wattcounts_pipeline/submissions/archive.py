@@ -39,7 +39,12 @@ class Limits:
     max_ratio: float = 100.0  # decompressed / compressed, checked once past ratio_floor_bytes
     ratio_floor_bytes: int = 1 * MB  # tiny archives compress tar padding very well; ignore their ratio
     max_manifest_bytes: int = 1 * MB
-    max_rows: int = 5_000_000  # per table
+    # Per table, checked before decoding: parquet's dictionary and run-length encodings let a few KB stand for
+    # gigabytes, so encoded sizes alone say nothing about what reading costs.
+    max_rows: int = 1_000_000
+    max_cells: int = 10_000_000  # rows x columns: bounds the per-cell cost of numbers and pandas objects
+    max_decoded_bytes: int = 256 * MB  # the table's strings as they would be once decoded
+    max_string_chars: int = 10_000  # one cell
 
 
 DEFAULT_LIMITS = Limits()

@@ -16,7 +16,7 @@ import pandas as pd
 
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.submissions.manifest import SOURCE as MANIFEST
-from wattcounts_pipeline.submissions.manifest import Manifest
+from wattcounts_pipeline.submissions.manifest import Manifest, parse_utc
 from wattcounts_pipeline.submissions.tables import show
 
 MAX_GPU_POWER_W = 1500.0  # above any accelerator's board power today
@@ -96,8 +96,14 @@ def _hardware_reasons(hardware: dict[str, Any], runs: pd.DataFrame, runs_file: s
         * (1 + 10 * REL_TOL) + HOST_POWER_W
     checks.append((runs["mean_power_w"] > ceiling_w, "mean_power_w",
                    "beyond the physical ceiling of its GPUs plus one host"))
-    started = pd.to_datetime(runs["started_at"], utc=True, errors="coerce", format="ISO8601")
-    checks.append((started > datetime.now(UTC) + timedelta(days=1), "started_at", "lies in the future"))
+    moments = {t: parse_utc(t) for t in runs["started_at"].unique()}  # strict: 2025-13-45T25:61:61Z is no date
+    started = runs["started_at"].map(moments)
+    checks.append((started.isna(), "started_at", "is not a real ISO-8601 date and time"))
+    future = datetime.now(UTC) + timedelta(days=1)
+    checks.append((started.map(lambda m: m is not None and m > future), "started_at", "lies in the future"))
+    first_hardware = runs.groupby("configuration_id")["hardware_id"].transform("first")
+    checks.append((runs["hardware_id"] != first_hardware, "hardware_id",
+                   "differs from that of an earlier run of the same configuration: one configuration, one machine"))
     for mask, column, text in checks:
         for row in np.flatnonzero(mask.to_numpy(dtype=bool)):
             reasons.append(f"{runs_file}: row {row}, field {column}: {show(runs[column].iat[row])} {text}")

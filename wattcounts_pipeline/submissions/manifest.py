@@ -7,8 +7,10 @@ rules that span fields (GPU name when GPUs are declared, schema versions we can 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
@@ -17,13 +19,43 @@ from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.errors import ContractError, SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec
+from wattcounts_pipeline.core.text import UNSAFE
 
 SOURCE = "manifest.yaml"
 FORMULA_PREFIX = re.compile(r"^[\t\r ]*[=+\-@]")  # what spreadsheets run as a formula
+# What a terminal, a Markdown renderer or a reader's eye can be fooled by: C0/C1 controls (ANSI escapes start
+# with ESC), zero-width and bidi override characters. Free text (notes) may keep tabs and newlines.
+UNSAFE_CHARS = UNSAFE
+UNSAFE_IN_TEXT = re.compile(UNSAFE.pattern.replace("\x00-\x1f", "\x00-\x08\x0b-\x1f"))
+MAX_STRING_CHARS = 1000  # any manifest string without a stricter rule of its own
+FREE_TEXT = ("notes",)
 TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
                                       "mapping": (dict,), "list": (list,)}
 _MISSING = object()
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same safe constructors, faster
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same safe constructors
+
+
+class _StrictLoader(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing a key given twice: PyYAML keeps the last, so `consent: false` followed by
+    `consent: true` would silently mean consent."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+_LOADER = _StrictLoader
 
 
 @dataclass(frozen=True)
@@ -76,12 +108,15 @@ def parse_manifest(data: bytes, max_bytes: int) -> tuple[Manifest | None, list[s
             return None, [f"{SOURCE}: YAML aliases (*anchor) are not allowed"]
         doc = yaml.load(text, Loader=_LOADER)  # a safe loader (C or Python)
     except yaml.constructor.ConstructorError as exc:
+        if exc.problem and exc.problem.startswith("duplicate key"):
+            return None, [f"{SOURCE}: {exc.problem}: a key may appear once per mapping"]
         return None, [f"{SOURCE}: YAML tag not allowed ({exc.problem})"]
     except yaml.YAMLError as exc:
         return None, [f"{SOURCE}: not valid YAML: {exc}"]
     if not isinstance(doc, dict):
         return None, [f"{SOURCE}: top level must be a mapping"]
-    reasons = check_fields(doc, manifest_fields()) + _formula_cells(doc) + _cross_field(doc)
+    reasons = (check_fields(doc, manifest_fields()) + _formula_cells(doc) + _text_reasons(doc) + _cross_field(doc)
+               + _date_reasons(doc))
     specs, spec_reasons = _specs(doc)
     reasons += spec_reasons
     return (None if reasons else Manifest(doc, specs)), reasons
@@ -134,7 +169,9 @@ def _check_value(f: ManifestField, path: str, value: Any) -> list[str]:
     kinds = TYPES[f.type]
     if not isinstance(value, kinds) or (f.type in ("int", "float") and isinstance(value, bool)):
         hint = " (quote it: YAML reads 3.10 as the number 3.1)" if f.type == "string" else ""
-        return [f"{where}: expected {f.type}, got {type(value).__name__} {value!r}{hint}"]
+        return [f"{where}: expected {f.type}, got {type(value).__name__} {_short(value)}{hint}"]
+    if f.type == "float" and not math.isfinite(value):
+        return [f"{where}: {value!r} is not a finite number"]
     reasons = []
     if f.allowed and value not in f.allowed:
         reasons.append(f"{where}: {value!r} not one of {list(f.allowed)}")
@@ -143,9 +180,72 @@ def _check_value(f: ManifestField, path: str, value: Any) -> list[str]:
         reasons.append(f"{where}: {size!r} below minimum {f.min:g}")
     if f.max is not None and f.type in ("int", "float", "list") and size > f.max:
         reasons.append(f"{where}: {size!r} above maximum {f.max:g}")
-    if f.regex and not re.match(f.regex, value):
-        reasons.append(f"{where}: {value!r} does not match {f.regex}")
+    if f.regex and not re.fullmatch(f.regex, value):  # fullmatch: `$` alone lets a trailing newline through
+        reasons.append(f"{where}: {_short(value)} does not match {f.regex}")
     return reasons
+
+
+def _short(value: Any) -> str:
+    """repr cut short: a reason names the value, it does not echo 600 KB of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}... ({len(text)} characters)"
+
+
+def _walk(value: Any, path: str) -> list[tuple[str, Any]]:
+    """Every (path, leaf) of nested mappings and lists."""
+    out, stack = [], [(path, value)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(node)]
+        else:
+            out.append((where, node))
+    return sorted(out, key=lambda item: item[0])
+
+
+def _text_reasons(doc: dict[str, Any]) -> list[str]:
+    """Strings anywhere (specs included) free of control and bidi characters and of bounded length; software
+    versions are strings; every number finite (a NaN would reach provenance.json as bare, invalid `NaN`)."""
+    reasons = []
+    for path, value in _walk(doc, ""):
+        where = f"{SOURCE}: field {path}"
+        if isinstance(value, float) and not math.isfinite(value):
+            reasons.append(f"{where}: {value!r} is not a finite number")
+        elif isinstance(value, str):
+            unsafe = (UNSAFE_IN_TEXT if path in FREE_TEXT else UNSAFE_CHARS).search(value)
+            if unsafe:
+                reasons.append(f"{where}: holds control or bidi character U+{ord(unsafe.group()):04X}")
+            if path not in FREE_TEXT and len(value) > MAX_STRING_CHARS:
+                reasons.append(f"{where}: {len(value)} characters, more than the {MAX_STRING_CHARS} allowed")
+    software = doc.get("software") if isinstance(doc.get("software"), dict) else {}
+    for key, value in software.items():
+        if not isinstance(value, str):
+            reasons.append(f"{SOURCE}: field software.{key}: expected string, got {type(value).__name__} "
+                           f"{_short(value)} (quote versions)")
+    return list(dict.fromkeys(reasons))
+
+
+def parse_utc(text: str) -> datetime | None:
+    """An ISO-8601 timestamp as an aware datetime (no zone: UTC), or None if it names no real instant."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _date_reasons(doc: dict[str, Any]) -> list[str]:
+    value = doc.get("created_at")
+    if not isinstance(value, str):
+        return []  # check_fields reports it
+    moment = parse_utc(value)
+    if moment is None:
+        return [f"{SOURCE}: field created_at: {_short(value)} is not a real ISO-8601 date and time"]
+    if moment > datetime.now(UTC) + timedelta(days=1):
+        return [f"{SOURCE}: field created_at: {value!r} lies in the future"]
+    return []
 
 
 def _formula_cells(doc: dict[str, Any]) -> list[str]:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import SubmissionError
+from wattcounts_pipeline.core.text import terminal_safe
 from wattcounts_pipeline.submissions.archive import ALLOWED_MEMBERS, DEFAULT_LIMITS, Limits
-from wattcounts_pipeline.submissions.bundle import inspect_archive
+from wattcounts_pipeline.submissions.bundle import inspect_archive, summarize_reasons
 from wattcounts_pipeline.submissions.store import bundle_id
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ def submit(folder: str | Path, inbox: str | Path | None = None, limits: Limits =
         bid = bundle_id(tmp)
         inspection = inspect_archive(tmp.read_bytes(), bid, limits)
         if not inspection.ok:
-            raise SubmissionError(f"{folder}: the bundle would be rejected:\n"
-                                  + "\n".join(f"  - {r}" for r in inspection.reasons))
+            shown = summarize_reasons(inspection.reasons)  # grouped and capped: a bomb prints 100 lines, not 10^6
+            raise SubmissionError(f"{terminal_safe(folder)}: the bundle would be rejected "
+                                  f"({len(inspection.reasons)} problem(s)):\n"
+                                  + "\n".join(f"  - {terminal_safe(r)}" for r in shown))
         final = inbox / f"{bid}.tar.gz"
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

@@ -30,14 +30,14 @@ import pyarrow.parquet as pq
 
 from wattcounts_pipeline import __version__
 from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.core.text import terminal_safe
 from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, MANIFEST, Limits
-from wattcounts_pipeline.submissions.bundle import Inspection, inspect_archive
+from wattcounts_pipeline.submissions.bundle import Inspection, inspect_archive, run_fingerprints, summarize_reasons
 
 logger = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 BUNDLE_ID_HEX = 16
-MAX_REPORTED_REASONS = 200
 TEMP_PREFIX = ".incoming-"
 SUBMISSIONS_COLUMNS = ["bundle_id", "contributor_name", "contributor_handle", "license", "created_at",
                        "accepted_at", "gpu_name", "gpu_count", "cpu_model", "n_runs", "n_requests"]
@@ -94,14 +94,32 @@ def ingest_bundle(path: str | Path, store_dir: str | Path, limits: Limits = DEFA
 
 
 def _duplicate_reasons(store: Path, inspection: Inspection) -> list[str]:
+    """The bundle itself, or any of its runs, accepted before: matched on measured values, not on ids."""
     if (store / "accepted" / inspection.bundle_id).exists():
         return [f"archive: duplicate: bundle {inspection.bundle_id} was already accepted"]
-    content = inspection.content_sha256
-    for provenance in sorted((store / "accepted").glob("*/provenance.json")):
-        if json.loads(provenance.read_text(encoding="utf-8")).get("content_sha256") == content:
-            earlier = provenance.parent.name
-            return [f"archive: duplicate: the same measurements were already accepted in bundle {earlier}"]
+    mine = inspection.fingerprints
+    runs_file = inspection.files["runs"]
+    for folder, known in accepted_fingerprints(store).items():
+        seen = set(known)
+        rows = [row for row, fp in enumerate(mine) if fp in seen]
+        if len(rows) == len(mine):
+            return [f"archive: duplicate: the same measurements were already accepted in bundle {folder}"]
+        if rows:
+            return [f"{runs_file}: row {row}, field energy_j: the same measured run was already accepted in bundle "
+                    f"{folder}" for row in rows]
     return []
+
+
+def accepted_fingerprints(store_dir: str | Path) -> dict[str, list[str]]:
+    """Run fingerprints of every accepted bundle (from provenance, or its runs for bundles stored before)."""
+    out = {}
+    for provenance in sorted((Path(store_dir) / "accepted").glob("*/provenance.json")):
+        doc = json.loads(provenance.read_text(encoding="utf-8"))
+        prints = doc.get("run_fingerprints")
+        if prints is None:
+            prints = run_fingerprints(pq.read_table(provenance.parent / "runs.parquet").to_pandas())
+        out[provenance.parent.name] = list(prints)
+    return out
 
 
 def _accept(path: Path, store: Path, inspection: Inspection) -> IngestResult:
@@ -135,8 +153,8 @@ def write_accepted(folder: Path, archive: Path, inspection: Inspection) -> None:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{table}.parquet")
     (folder / MANIFEST).write_bytes(inspection.members[MANIFEST])
     shutil.copyfile(archive, folder / f"original{_suffix(archive)}")
-    (folder / "provenance.json").write_text(json.dumps(_provenance(archive, inspection), indent=2, sort_keys=True),
-                                            encoding="utf-8")
+    text = json.dumps(_provenance(archive, inspection), indent=2, sort_keys=True, allow_nan=False)  # strict JSON
+    (folder / "provenance.json").write_text(text, encoding="utf-8")
     for item in folder.iterdir():
         with open(item, "rb") as handle:
             os.fsync(handle.fileno())
@@ -155,6 +173,7 @@ def _provenance(archive: Path, inspection: Inspection) -> dict:
         "bundle_id": inspection.bundle_id,
         "archive_sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
         "content_sha256": inspection.content_sha256,
+        "run_fingerprints": inspection.fingerprints,
         "archive_name": archive.name,
         "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "created_at": doc["created_at"],
@@ -189,13 +208,11 @@ def _reject(path: Path, store: Path, inspection: Inspection) -> IngestResult:
 def render_report(archive_name: str, inspection: Inspection) -> str:
     """A human-readable rejection: one reason per line, each naming file, row and field."""
     reasons = inspection.reasons
-    shown = reasons[:MAX_REPORTED_REASONS]
-    intro = (f"Archive `{archive_name}` was not accepted: {len(reasons)} problem(s). Rows are 0-based data rows "
-             "(CSV line = row + 2). Fix them and submit again; see wattcounts_pipeline/submissions/FORMAT.md.")
+    intro = (f"Archive {terminal_safe(archive_name)!r} was not accepted: {len(reasons)} problem(s), at most "
+             "5 of each kind shown. Rows are 0-based data rows (CSV line = row + 2). Fix them and submit again; "
+             "see wattcounts_pipeline/submissions/FORMAT.md.")
     lines = [f"# Bundle {inspection.bundle_id} rejected", "", intro, ""]
-    lines += [f"- {reason}" for reason in shown]
-    if len(reasons) > len(shown):
-        lines.append(f"- ... and {len(reasons) - len(shown)} more")
+    lines += [f"- {terminal_safe(reason)}" for reason in summarize_reasons(reasons)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,65 @@
+"""Peak memory of ingesting hostile bundles (issue 26: under 1 GiB for any of them).
+
+Each bundle of tests/bad_bundles.py is built, then ingested in a fresh process whose peak resident set
+(ru_maxrss, imports included) is read after it exits, so one case's garbage never hides another's peak.
+
+    .venv/bin/python benchmarks/ingest_memory.py            # the bombs and the largest cases
+    .venv/bin/python benchmarks/ingest_memory.py --all      # every case of the corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORST = ["parquet_dictionary_bomb", "parquet_dictionary_bomb_short_strings", "parquet_too_many_rows",
+         "csv_too_many_rows", "csv_header_too_long", "runs_cell_600kb", "affiliation_600kb", "software_600kb"]
+CHILD = """
+import json, resource, sys, time
+from wattcounts_pipeline.submissions import ingest_bundle
+start = time.monotonic()
+result = ingest_bundle(sys.argv[1], sys.argv[2])
+print(json.dumps({"status": result.status, "reasons": len(result.reasons), "seconds": time.monotonic() - start,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+BASELINE = "import resource, wattcounts_pipeline.submissions; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--all", action="store_true", help="every case, not only the worst")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bad_bundles import CORPUS
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = float(subprocess.run([sys.executable, "-c", BASELINE], env=env, capture_output=True, text=True,
+                                check=True).stdout)
+    print(f"baseline (interpreter + imports): {base:.0f} MiB")
+    names = sorted(CORPUS) if args.all else WORST
+    worst = ("", 0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            work = Path(tmp) / name
+            work.mkdir()
+            archive = CORPUS[name][0](work)
+            size = archive.stat().st_size
+            out = subprocess.run([sys.executable, "-c", CHILD, str(archive), str(work / "store")], env=env,
+                                 capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{name:45s} {size / 1024:9.1f} KiB  {row['status']:8s} peak {row['peak_rss_mib']:7.1f} MiB "
+                  f"({row['peak_rss_mib'] - base:+7.1f})  {row['seconds']:6.2f} s")
+            if row["peak_rss_mib"] > worst[1]:
+                worst = (name, row["peak_rss_mib"])
+    print(f"worst: {worst[0]} at {worst[1]:.0f} MiB peak RSS (limit 1024 MiB)")
+    return 0 if worst[1] < 1024 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
