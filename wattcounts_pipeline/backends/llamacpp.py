@@ -70,7 +70,8 @@ class LlamaCppBackend(InferenceBackend):
 
     def info(self) -> dict[str, Any]:
         build = build_info()
-        version = f"{self._version} (llama.cpp b{build['build_number']})" if build.get("build_number") else self._version
+        version = f"{self._version} (llama.cpp b{build['build_number']})" if build.get("build_number", "0") != "0" \
+            else self._version  # "0": built from the vendored source, which has no git metadata
         return {"framework_version": version, "device": "cpu" if not self.engine_args["n_gpu_layers"]
                 else "gpu", "engine_args": {**self.engine_args, **({"build": build} if build else {})}}
 
