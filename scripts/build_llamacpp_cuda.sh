@@ -3,7 +3,7 @@
 # sweep's `llamacpp` (in-process, through llama-cpp-python's ctypes bindings) and `llamacpp-server`
 # (`server: llama-server`) frameworks run on the GPU.
 #   scripts/build_llamacpp_cuda.sh SRC.tar.xz PREFIX     # ~5 min with 16 cores (nvcc for sm_90)
-# SRC.tar.xz: vendor/llama.cpp of the llama-cpp-python sdist (`scripts/llamacpp_source.sh` packs it).
+# SRC.tar.xz: vendor/llama.cpp of the llama-cpp-python sdist, as `scripts/llamacpp_source.sh` packs it.
 # PREFIX/bin gets the shared libraries and llama-server; PREFIX/build-info.json what the rows record.
 set -euo pipefail
 src_tar=$1 prefix=$2
