@@ -22,6 +22,7 @@ from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestR
 from wattcounts_pipeline.backends.models import resolve_spec_model
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
+from wattcounts_pipeline.meters import host
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name
 from wattcounts_pipeline.meters.protocol import attribute_energy, cool_down, measure_idle, split_prefill_decode
@@ -183,6 +184,7 @@ def _run_row(spec: ExperimentSpec, rep: int, reading: EnergyReading, results: li
         "energy_per_token_j": energy_j / out_tokens, "energy_per_token_net_j": net_j / out_tokens,
         "energy_per_request_j": energy_j / len(results),
         "hardware_id": _hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
+        "cpu_set": host.cpu_set(), "cpu_mhz": host.cpu_mhz(), "host_calibration_ns": host.calibration_ns(),
         "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0),
         "parallelism": spec.parallelism,
         "gpu_energy_j_by_gpu": _energy_by_gpu_json(reading),
