@@ -120,7 +120,8 @@ def derive_row(score: dict[str, Any], quantization: str, framework: str, retenti
 
 def release_quality(measured: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The release's quality table: measured rows once each, the published scores, and a derived row per
-    published score for every (model, quantization, framework) the runs measured without a measured score.
+    published score for every (model, quantization, framework) the runs measured without a measured score (or
+    with random weights, which a measured score never covers).
 
     Partitions that differ only in workload or batch size share one quality evaluation, so concatenated
     partitions repeat its rows: they are kept once (the latest evaluation of a key wins).
@@ -134,10 +135,10 @@ def release_quality(measured: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     if not runs.empty:
         have = set(zip(measured["model"], measured["quantization"], measured["framework"], strict=True))
         derived = []
-        combos = runs[["model", "quantization", "framework"]].drop_duplicates()
-        for model, quantization, framework in combos.itertuples(index=False):
-            if (model, quantization, framework) in have or quantization in BF16_LABELS:
-                continue
+        combos = runs[["model", "quantization", "framework", "weights"]].drop_duplicates()
+        wanted = {(m, q, f) for m, q, f, w in combos.itertuples(index=False)  # random weights are never measured
+                  if (w == "random" or (m, q, f) not in have) and q not in BF16_LABELS}
+        for model, quantization, framework in sorted(wanted):
             scores = published[published["model"] == model]
             retention = retention_for(quantization, model)
             if scores.empty or retention is None:
