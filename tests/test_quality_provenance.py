@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -65,9 +67,11 @@ def test_interval_widens_for_a_format_studied_on_another_model() -> None:
     score = derive.published_scores().iloc[0].to_dict()  # llama-3.1-8b MMLU 5-shot
     fp8 = derive.retention_for("FP8", "llama-3.1-8b")
     assert fp8 is not None and fp8.studied_architecture == "llama-3.1-8b"
-    other = derive.Retention(**{**fp8.__dict__, "studied_architecture": "llama-3.1-70b"})
+    other = dataclasses.replace(fp8, studied_architecture="llama-3.1-70b")
     same_row, other_row = (derive.derive_row(score, "FP8", "vllm", r) for r in (fp8, other))
-    width = lambda row: row["value_ci95_high"] - row["value_ci95_low"]  # noqa: E731
+    def width(row: dict) -> float:
+        return row["value_ci95_high"] - row["value_ci95_low"]
+
     assert width(other_row) > width(same_row)
     assert "studied on llama-3.1-70b" in other_row["recipe"] and "studied on" not in same_row["recipe"]
 
