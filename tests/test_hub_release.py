@@ -105,9 +105,10 @@ def test_changelog_against_previous(releases: dict[str, Path]) -> None:
     log = (releases["0.2.0"] / "CHANGELOG.md").read_text(encoding="utf-8")
     assert log.index("## 0.2.0 (since v0.1.0)") < log.index("## v0.1.0")  # newest first, history kept
     # batch 16 → 32 for both models: 2 added, 2 removed; the 4 kept rows changed values (scale 1.1)
-    assert "| `configurations` | 2 | 2 | 4 | 0 | 1 |" in log
-    assert "| `runs` | 6 | 6 | 12 | 0 | 1 |" in log
-    assert "| `quality` | 0 | 1 | 0 | 0 | 1 → — |" in log
+    version = {name: load_contract(name).version for name in ("configurations", "runs", "quality")}
+    assert f"| `configurations` | 2 | 2 | 4 | 0 | {version['configurations']} |" in log
+    assert f"| `runs` | 6 | 6 | 12 | 0 | {version['runs']} |" in log
+    assert f"| `quality` | 0 | 1 | 0 | 0 | {version['quality']} → — |" in log
     manifest = json.loads((releases["0.2.0"] / "release.json").read_text())
     assert manifest["previous"] == "v0.1.0" and set(manifest["tables"]) == {"configurations", "runs"}
 

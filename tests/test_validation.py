@@ -84,7 +84,7 @@ def test_duplicate_primary_key_is_quarantined() -> None:
     assert len(result.valid) == 1 and list(result.quarantine["row"]) == [1]
 
 
-def test_random_weights_carry_no_quality() -> None:
+def test_random_weights_carry_no_measured_quality() -> None:
     contract = load_contract("configurations")
     row = {c.name: None for c in contract.columns}
     row.update(configuration_id="c", experiment="e", model="m", weights="random", architecture="llama",
@@ -95,8 +95,11 @@ def test_random_weights_carry_no_quality() -> None:
                energy_method="estimate", hardware_id="cpu", gpu_count=0, cpu_model="x",
                cost_per_1m_tokens_usd=0.04, co2_per_1m_tokens_g=111.0, quality_tasks="", source="watt-counts",
                quality_acc_mean=0.5)
-    result = validate_table("configurations", pd.DataFrame([row]))
-    assert "random-weight rows carry no quality" in result.quarantine["reason"].iloc[0]
+    unsourced = validate_table("configurations", pd.DataFrame([row]))
+    assert "quality on random weights names its source" in unsourced.quarantine["reason"].iloc[0]
+    measured = validate_table("configurations", pd.DataFrame([{**row, "quality_source": "measured"}]))
+    assert "random-weight rows carry no measured quality" in measured.quarantine["reason"].iloc[0]
+    assert validate_table("configurations", pd.DataFrame([{**row, "quality_source": "derived"}])).ok
 
 
 @pytest.mark.parametrize("table", TABLES)

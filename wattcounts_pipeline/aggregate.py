@@ -10,15 +10,21 @@ import pandas as pd
 from scipy import stats
 
 from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.quality.derive import BF16_LABELS, MC_TASKS
 
 # Defaults for the release's cost and emission columns; the release states them in its card.
 ELECTRICITY_USD_PER_KWH = 0.15
 CARBON_G_PER_KWH = 400.0
 J_PER_KWH = 3.6e6
+Z95 = 1.96  # normal 95% quantile, for intervals built from lm-eval's standard errors
 
 # Headline metric per task for `quality_acc_mean` (multiple-choice accuracy only).
 MC_TASK_METRICS = {"wc_arc_easy": "acc", "wc_arc_challenge": "acc", "wc_hellaswag": "acc_norm",
                    "wc_piqa": "acc", "wc_boolq": "acc", "wc_lambada_openai": "acc"}
+QUALITY_COLUMNS = ["quality_tasks", "quality_acc_mean", "quality_source", "quality_acc_ci95_low",
+                   "quality_acc_ci95_high"]
+NO_QUALITY = {"quality_tasks": "", "quality_acc_mean": None, "quality_source": None, "quality_acc_ci95_low": None,
+              "quality_acc_ci95_high": None}
 
 CONFIG_COLUMNS = ["configuration_id", "experiment", "model", "weights", "architecture", "quantization",
                   "framework", "dtype", "engine_args_json", "workload", "batch_size", "energy_method",
@@ -72,11 +78,12 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
             stem = col[:-2]
             out[f"{stem}_p50_s"] = r[col].median()
             out[f"{stem}_p90_s"] = r[col].quantile(0.9)
+    # rows from before provenance existed were all measured and carried no intervals
+    defaults = {"source": "measured", "stderr": np.nan, "value_ci95_low": np.nan, "value_ci95_high": np.nan}
+    quality = quality.assign(**{c: v for c, v in defaults.items() if c not in quality})
     quality_cols = _quality_columns(out, quality) if not quality.empty \
-        else pd.DataFrame({"quality_tasks": "", "quality_acc_mean": np.nan}, index=out.index)
-    out = out.join(quality_cols).reset_index()
-    out.loc[out["weights"] == "random", ["quality_tasks", "quality_acc_mean"]] = ["", np.nan]
-    return contract.conform(out)
+        else pd.DataFrame({**NO_QUALITY, "quality_acc_mean": np.nan}, index=out.index)
+    return contract.conform(out.join(quality_cols).reset_index())
 
 
 def configuration_keys(runs: pd.DataFrame) -> pd.Series:
@@ -186,21 +193,45 @@ def _quality_columns(out: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
     """`_quality_for` of each configuration, computed once per model + quantization + framework + weights."""
     keys = ["model", "quantization", "framework", "weights"]
     distinct = out[keys].drop_duplicates()
-    found = pd.DataFrame([_quality_for(row, quality) for _, row in distinct.iterrows()],
-                         columns=["quality_tasks", "quality_acc_mean"])
+    found = pd.DataFrame([_quality_for(row, quality) for _, row in distinct.iterrows()], columns=QUALITY_COLUMNS)
     table = pd.concat([distinct.reset_index(drop=True), found], axis=1)
     merged = out[keys].merge(table, on=keys, how="left", validate="many_to_one")
-    return merged[["quality_tasks", "quality_acc_mean"]].set_axis(out.index)
+    return merged[QUALITY_COLUMNS].set_axis(out.index)
 
 
 def _quality_for(run: pd.Series, quality: pd.DataFrame) -> dict[str, object]:
-    """Quality of the same model + quantization + framework; random weights never get any."""
-    if run["weights"] == "random" or quality.empty:
-        return {"quality_tasks": "", "quality_acc_mean": None}
-    q = quality[(quality["model"] == run["model"]) & (quality["quantization"] == run["quantization"])
-                & (quality["framework"] == run["framework"])]
+    """Measured quality of the same model + quantization + framework on real weights wins; otherwise the published
+    bf16 score (bf16 weights) or the derived one (other formats). Random weights never get a measured score: they
+    are credited with what the real weights of their architecture score in that format, and say so."""
+    same = (quality["model"] == run["model"]) & (quality["quantization"] == run["quantization"])
+    if run["weights"] == "real":
+        measured = quality[same & (quality["framework"] == run["framework"]) & (quality["source"] == "measured")]
+        if not measured.empty:
+            return _measured_quality(measured)
+    if run["quantization"] in BF16_LABELS:
+        rows = quality[(quality["model"] == run["model"]) & (quality["source"] == "published")]
+        source = "published"
+    else:
+        rows = quality[same & (quality["framework"] == run["framework"]) & (quality["source"] == "derived")]
+        source = "derived"
+    rows = rows[rows["task"].isin(MC_TASKS)].drop_duplicates("task")  # per task the first checkpoint listed (base)
+    if rows.empty:
+        return dict(NO_QUALITY)
+    return {"quality_tasks": ",".join(sorted(rows["task"])), "quality_acc_mean": float(rows["value"].mean()),
+            "quality_source": source, "quality_acc_ci95_low": float(rows["value_ci95_low"].mean()),
+            "quality_acc_ci95_high": float(rows["value_ci95_high"].mean())}
+
+
+def _measured_quality(q: pd.DataFrame) -> dict[str, object]:
+    """Mean headline accuracy over the multiple-choice tasks lm-eval ran, with a 95% interval from the stderrs."""
     tasks = sorted(q["task"].unique())
-    accs = [q[(q["task"] == t) & (q["metric"] == MC_TASK_METRICS[t])]["value"].mean()
-            for t in tasks if t in MC_TASK_METRICS]
-    accs = [a for a in accs if pd.notna(a)]
-    return {"quality_tasks": ",".join(tasks), "quality_acc_mean": float(np.mean(accs)) if accs else None}
+    heads = [q[(q["task"] == t) & (q["metric"] == MC_TASK_METRICS[t])] for t in tasks if t in MC_TASK_METRICS]
+    accs = [(h["value"].mean(), h["stderr"].mean()) for h in heads if not h.empty and pd.notna(h["value"].mean())]
+    if not accs:
+        return {**NO_QUALITY, "quality_tasks": ",".join(tasks)}
+    mean = float(np.mean([a for a, _ in accs]))
+    se = [s for _, s in accs]
+    half = Z95 * float(np.sqrt(np.sum(np.square(se)))) / len(accs) if all(pd.notna(x) for x in se) else None
+    return {"quality_tasks": ",".join(tasks), "quality_acc_mean": mean, "quality_source": "measured",
+            "quality_acc_ci95_low": None if half is None else mean - half,
+            "quality_acc_ci95_high": None if half is None else mean + half}

@@ -30,6 +30,7 @@ class Column:
     min_exclusive: bool = False
     allowed: tuple[str, ...] = ()
     regex: str = ""
+    backfill: str | None = None  # the value of rows written before the column existed (old releases)
 
     @property
     def pandas_dtype(self) -> str:
@@ -94,8 +95,10 @@ class Contract:
         return pd.DataFrame({c.name: pd.Series(dtype=c.pandas_dtype) for c in self.columns})
 
     def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Columns in contract order with contract dtypes (missing nullable columns added as null)."""
-        added = {c.name: None for c in self.columns if c.name not in frame.columns and c.nullable}
+        """Columns in contract order with contract dtypes (missing nullable columns added as null, missing columns
+        with a `backfill` as that value: rows written before the column existed)."""
+        added = {c.name: c.backfill for c in self.columns
+                 if c.name not in frame.columns and (c.nullable or c.backfill is not None)}
         out = frame.assign(**added) if added else frame  # the selection below is a new frame: no copy first
         missing = [c for c in self.column_names if c not in out.columns]
         if missing:

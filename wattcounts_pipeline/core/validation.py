@@ -68,14 +68,30 @@ def requests_plausibility(frame: pd.DataFrame) -> list[tuple[pd.Series, str, str
 
 
 def configurations_plausibility(frame: pd.DataFrame) -> list[tuple[pd.Series, str, str]]:
-    random_with_quality = (frame["weights"] == "random") & frame["quality_acc_mean"].notna()
-    return [(random_with_quality, "quality_acc_mean", "random-weight rows carry no quality")]
+    """Random weights score nothing, so their quality can only be published or derived for the real model."""
+    random_measured = (frame["weights"] == "random") & (frame["quality_source"] == "measured")
+    unsourced = frame["quality_acc_mean"].notna() & frame["quality_source"].isna()
+    return [(random_measured, "quality_source", "random-weight rows carry no measured quality"),
+            (unsourced & (frame["weights"] == "random"), "quality_source", "quality on random weights names its source")]
+
+
+def quality_plausibility(frame: pd.DataFrame) -> list[tuple[pd.Series, str, str]]:
+    """Provenance that says what it is: measured rows name their harness, the others cite and explain."""
+    measured = frame["source"] == "measured"
+    rules = [(measured & frame["lm_eval_version"].isna(), "lm_eval_version", "present for measured rows"),
+             (measured & frame["framework"].isna(), "framework", "present for measured rows"),
+             (~measured & frame["citation"].isna(), "citation", "present for published and derived rows"),
+             ((frame["source"] == "derived") & frame["recipe"].isna(), "recipe", "present for derived rows")]
+    low, high = frame["value_ci95_low"], frame["value_ci95_high"]
+    rules.append(((low > frame["value"]) | (high < frame["value"]), "value", "within its 95% interval"))
+    return rules
 
 
 PLAUSIBILITY = {
     "runs": runs_plausibility,
     "requests": requests_plausibility,
     "configurations": configurations_plausibility,
+    "quality": quality_plausibility,
 }
 
 
@@ -84,9 +100,9 @@ def validate_table(name: str, frame: pd.DataFrame, source: str = "", contract: C
     """Validate `frame` as table `name`; `source` (a file or partition) is named in every reason."""
     contract = contract or load_contract(name)
     frame = frame.reset_index(drop=True)
-    for column in contract.columns:  # an omitted nullable column is all-null, as conform() treats it
-        if column.nullable and column.name not in frame.columns:
-            frame[column.name] = None
+    for column in contract.columns:  # an omitted nullable (or backfilled) column is filled as conform() fills it
+        if column.name not in frame.columns and (column.nullable or column.backfill is not None):
+            frame[column.name] = column.backfill
     failures = _schema_failures(contract, frame) + _fractional_integers(contract, frame)
     coerced = _coerce_for_rules(contract, frame)
     if name in PLAUSIBILITY and not coerced.empty:

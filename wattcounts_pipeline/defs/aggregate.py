@@ -13,6 +13,7 @@ from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.validation import validate_table
 from wattcounts_pipeline.defs.validate import check_result
 from wattcounts_pipeline.hub.figures import quality_energy_figure
+from wattcounts_pipeline.quality.derive import release_quality
 
 
 def collect_tables(validated_measurements: dict[str, pd.DataFrame], quality_scores: pd.DataFrame
@@ -32,7 +33,8 @@ def collect_tables(validated_measurements: dict[str, pd.DataFrame], quality_scor
     if not contributed.get("submissions", pd.DataFrame()).empty:  # attribution of contributed rows
         tables["submissions"] = contributed["submissions"]
     has_quality = isinstance(quality_scores, pd.DataFrame) and not quality_scores.empty
-    tables["quality"] = quality_scores if has_quality else load_contract("quality").empty_frame()
+    tables["quality"] = release_quality(quality_scores if has_quality else load_contract("quality").empty_frame(),
+                                        tables["runs"])
     return tables
 
 

@@ -60,6 +60,8 @@ def render_card(frames: dict[str, pd.DataFrame], contracts: dict[str, Contract],
                              autoescape=False)
     configurations = frames[DEFAULT_CONFIG]
     method_counts = configurations["energy_method"].value_counts()
+    source_counts = (configurations["quality_source"].value_counts() if "quality_source" in configurations
+                     else pd.Series(dtype=int))
     return env.get_template("template.md").render(
         front_matter=yaml.safe_dump(front_matter(frames, contracts, card, num_bytes), sort_keys=False,
                                     allow_unicode=True),
@@ -72,6 +74,8 @@ def render_card(frames: dict[str, pd.DataFrame], contracts: dict[str, Contract],
                  "columns_markdown": contracts[name].markdown_table()} for name in frames],
         energy_methods=[{"name": m, "rows": int(method_counts.get(m, 0)), "meaning": meaning}
                         for m, meaning in card["energy_methods"].items()],
+        quality_sources=[{"name": s, "rows": int(source_counts.get(s, 0)), "meaning": meaning}
+                         for s, meaning in card["quality_sources"].items()],
         hardware_table=markdown_table(hardware_summary(configurations)),
         top_n=TOP_N,
         top_table=markdown_table(top_configurations(configurations, TOP_N)),

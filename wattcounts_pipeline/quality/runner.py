@@ -39,7 +39,11 @@ QUALITY_ROW_KEYS = (
     "n_samples",
     "lm_eval_version",
     "evaluated_at",
+    "source",
+    "value_ci95_low",
+    "value_ci95_high",
 )
+Z95 = 1.96  # normal 95% quantile of the interval from lm-eval's standard error
 # Closed-form stderr covers mean metrics; perplexity-type metrics are bootstrapped, and lm-eval's
 # default of 100k resamples costs minutes on a 2-core machine for no practical gain in precision.
 BOOTSTRAP_ITERS = 1000
@@ -116,6 +120,7 @@ def results_to_rows(
             if "," not in key or "_stderr," in key:
                 continue
             metric, filter_name = key.split(",", 1)
+            stderr = _none_if_missing(metrics.get(f"{metric}_stderr,{filter_name}"))
             rows.append(
                 {
                     "model": model_name,
@@ -128,10 +133,13 @@ def results_to_rows(
                     "limit": limit,
                     "metric": metric + suffixes[filter_name],
                     "value": float(value),
-                    "stderr": _none_if_missing(metrics.get(f"{metric}_stderr,{filter_name}")),
+                    "stderr": stderr,
                     "n_samples": int(results["n-samples"][task]["effective"]),
                     "lm_eval_version": lm_eval_version,
                     "evaluated_at": evaluated_at,
+                    "source": "measured",
+                    "value_ci95_low": None if stderr is None else float(value) - Z95 * stderr,
+                    "value_ci95_high": None if stderr is None else float(value) + Z95 * stderr,
                 }
             )
     return rows

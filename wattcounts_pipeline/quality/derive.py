@@ -1,0 +1,149 @@
+"""Quality with its provenance: our measured rows, published bf16 scores, and scores derived from both.
+
+A configuration's quality is *measured* where we ran lm-eval on its weights and engine. Otherwise it can be
+*published* (the authors' bf16 score, for bf16 weights) or *derived*: published bf16 score × the published
+retention of the configuration's weight format (`reference/*.yaml`). A derived value's 95% interval widens with
+every unknown: the retention's own uncertainty, the format having been studied on another model, and the retention
+not covering the score's task at its n-shot. Nothing derived is ever labelled measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from wattcounts_pipeline.core.contracts import load_contract
+
+REFERENCE_DIR = Path(__file__).parent / "reference"
+BF16_LABELS = frozenset({"BF16", "bfloat16"})  # the published scores' own format: nothing to derive
+Z95 = 1.96
+# A retention studied on another model says less about this one: its loss may be twice as large (or none).
+TRANSFER_MIN_REL = 0.005  # floor of that term, for formats whose studied loss is ~0
+SHOT_MISMATCH_REL = 0.005  # the retention did not measure this task at this n-shot (a token proxy never does)
+OPENLLM_V1 = {("arc_challenge", 25), ("hellaswag", 10), ("mmlu", 5), ("gsm8k", 5)}  # behind every task_average
+MC_TASKS = ("mmlu", "arc_challenge", "hellaswag")  # published tasks that are multiple-choice accuracy
+PUBLISHED_TASK_VERSION = "as published"
+PROVENANCE_KEY = ["model", "model_revision", "quantization", "framework", "task", "task_version", "num_fewshot",
+                  "limit", "metric"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    format: str
+    aliases: tuple[str, ...]
+    studied_architecture: str
+    kind: str  # task_average | token_proxy
+    retention: float
+    uncertainty: float  # relative half-width of the retention's 95% interval
+    citation: str
+    table: str
+
+
+@functools.cache
+def _load(name: str) -> dict[str, Any]:
+    return yaml.safe_load((REFERENCE_DIR / name).read_text(encoding="utf-8"))
+
+
+def _cite(sources: dict[str, Any], key: str, table: str) -> str:
+    s = sources[key]
+    return f"{s['citation']}; table: {table}; read {s['read_on']}"
+
+
+def published_scores() -> pd.DataFrame:
+    """`reference/published_scores.yaml` as quality rows (source = published, framework null)."""
+    doc = _load("published_scores.yaml")
+    rows = []
+    for e in doc["scores"]:
+        n = doc["test_set_size"].get(e["task"])
+        stderr = math.sqrt(e["value"] * (1 - e["value"]) / n) if n else None
+        rows.append({
+            "model": e["architecture"], "model_revision": e["checkpoint"], "quantization": "BF16", "framework": None,
+            "task": e["task"], "task_version": PUBLISHED_TASK_VERSION, "num_fewshot": e["num_fewshot"], "limit": None,
+            "metric": e["metric"], "value": e["value"], "stderr": stderr, "n_samples": n, "lm_eval_version": None,
+            "evaluated_at": None, "source": "published", "citation": _cite(doc["sources"], e["source"], e["table"]),
+            "recipe": None,
+            "value_ci95_low": None if stderr is None else max(0.0, e["value"] - Z95 * stderr),
+            "value_ci95_high": None if stderr is None else min(1.0, e["value"] + Z95 * stderr),
+        })
+    return pd.DataFrame(rows)
+
+
+def retentions() -> list[Retention]:
+    doc = _load("quantization_retention.yaml")
+    return [Retention(format=e["format"], aliases=tuple(e.get("aliases", ())),
+                      studied_architecture=e["studied_architecture"], kind=e["kind"], retention=e["retention"],
+                      uncertainty=e["uncertainty"], citation=_cite(doc["sources"], e["source"], e["table"]),
+                      table=e["table"]) for e in doc["retention"]]
+
+
+def _family(architecture: str) -> str:
+    """`llama-3.1-8b` → `llama-3.1`: the size is the last dash-separated part."""
+    return architecture.rsplit("-", 1)[0]
+
+
+def retention_for(quantization: str, architecture: str) -> Retention | None:
+    """The closest study of this format: the same architecture, else the same family, else the first listed."""
+    label = quantization.upper()
+    candidates = [r for r in retentions() if label in {r.format.upper(), *(a.upper() for a in r.aliases)}]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda r: (r.studied_architecture != architecture,
+                                          _family(r.studied_architecture) != _family(architecture)))
+
+
+def derive_row(score: dict[str, Any], quantization: str, framework: str, retention: Retention) -> dict[str, Any]:
+    """One published bf16 score carried to `quantization` on `framework`, with its widened interval."""
+    loss = abs(1 - retention.retention)
+    terms = {"retention": retention.uncertainty}
+    if retention.studied_architecture != score["model"]:
+        terms[f"studied on {retention.studied_architecture}"] = max(loss, TRANSFER_MIN_REL)
+    if retention.kind == "token_proxy" or (score["task"], score["num_fewshot"]) not in OPENLLM_V1:
+        terms["task/n-shot not in the study"] = SHOT_MISMATCH_REL
+    relative = math.sqrt(sum(t * t for t in terms.values()))
+    value = score["value"] * retention.retention
+    sampling = (score["stderr"] or 0.0) * retention.retention
+    half = math.sqrt((value * relative) ** 2 + (Z95 * sampling) ** 2)
+    widened = ", ".join(f"{name} ±{t:.2%}" for name, t in terms.items())
+    recipe = (f"{score['task']} {score['num_fewshot']}-shot {score['metric']} {score['value']:.3f} (published, "
+              f"{score['model_revision']}, BF16) × {quantization} retention {retention.retention:.5f} "
+              f"({retention.kind}, {retention.table}); 95% interval: sampling ±{Z95 * sampling:.3f}, {widened}")
+    return {**score, "quantization": quantization, "framework": framework, "source": "derived", "stderr": None,
+            "citation": f"{score['citation']} | {retention.citation}", "recipe": recipe, "value": value,
+            "value_ci95_low": max(0.0, value - half), "value_ci95_high": min(1.0, value + half)}
+
+
+def release_quality(measured: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The release's quality table: measured rows once each, the published scores, and a derived row per
+    published score for every (model, quantization, framework) the runs measured without a measured score (or
+    with random weights, which a measured score never covers).
+
+    Partitions that differ only in workload or batch size share one quality evaluation, so concatenated
+    partitions repeat its rows: they are kept once (the latest evaluation of a key wins).
+    """
+    contract = load_contract("quality")
+    measured = contract.conform(measured) if not measured.empty else contract.empty_frame()
+    measured = (measured.sort_values("evaluated_at", kind="stable")
+                .drop_duplicates(PROVENANCE_KEY, keep="last").sort_index())
+    published = published_scores()
+    parts = [measured, contract.conform(published)]
+    if not runs.empty:
+        have = set(zip(measured["model"], measured["quantization"], measured["framework"], strict=True))
+        derived = []
+        combos = runs[["model", "quantization", "framework", "weights"]].drop_duplicates()
+        wanted = {(m, q, f) for m, q, f, w in combos.itertuples(index=False)  # random weights are never measured
+                  if (w == "random" or (m, q, f) not in have) and q not in BF16_LABELS}
+        for model, quantization, framework in sorted(wanted):
+            scores = published[published["model"] == model]
+            retention = retention_for(quantization, model)
+            if scores.empty or retention is None:
+                continue
+            derived += [derive_row(s, quantization, framework, retention) for s in scores.to_dict("records")]
+        if derived:
+            parts.append(contract.conform(pd.DataFrame(derived)))
+    return pd.concat([p for p in parts if not p.empty], ignore_index=True)  # published is never empty
