@@ -46,7 +46,8 @@ def build_release(tables: dict[str, pd.DataFrame], version: str, out_dir: Path, 
     """Write release `version` to `out_dir/<version>/` and return that folder.
 
     The folder is assembled in a staging sibling and renamed into place, so a crash never leaves a
-    half-written release; the next build removes staging a killed one left. Output is deterministic for the same inputs (no timestamps unless `context` has them).
+    half-written release; the next build removes staging a killed one left. Output is deterministic for the
+    same inputs (no timestamps unless `context` has them).
     """
     key = version_key(version)
     if DEFAULT_CONFIG not in tables:
