@@ -14,6 +14,7 @@ import pytest
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
+from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.errors import ReleaseError
 from wattcounts_pipeline.hub import build_release
@@ -49,7 +50,7 @@ def test_release_layout(releases: dict[str, Path]) -> None:
                      "schemas/configurations.yaml", "schemas/quality.yaml", "schemas/runs.yaml"]
     verify_checksums(v1)
     assert (v1 / "figures" / "energy_per_token.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [p for p in v1.parent.iterdir() if p.name.startswith(".")], "staging folders left behind"
+    assert not [p for p in v1.parent.iterdir() if p.name.startswith(atomic.STAGING)], "staging folders left behind"
 
 
 def test_release_loads_with_datasets(releases: dict[str, Path]) -> None:

@@ -22,11 +22,13 @@ import pytest
 import yaml
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.submissions import (
     DEFAULT_LIMITS,
     Limits,
     accepted_tables,
     bundle_id,
+    bundle_state,
     clean_stale,
     ingest_bundle,
     list_inbox,
@@ -586,7 +588,7 @@ def test_bad_bundle_is_rejected_with_its_reason(name, tmp_path):
     report = (result.location / "REPORT.md").read_text(encoding="utf-8")
     assert expected in report
     assert not path.exists() and any(result.location.glob("original.*"))  # moved out of the inbox
-    assert not list(store.glob(".incoming-*"))
+    assert not list(store.glob("*/.incoming-*"))
 
 
 # ---------------------------------------------------------------- valid bundles
@@ -678,14 +680,16 @@ def test_accepted_tables_of_an_empty_store(tmp_path):
 
 # ---------------------------------------------------------------- duplicates
 
-def test_same_bundle_twice_is_a_duplicate(tmp_path):
+def test_same_bundle_twice_is_accepted_once(tmp_path):
     folder = _folder(tmp_path)
     store = tmp_path / "store"
-    assert ingest_bundle(pack_bundle(folder, tmp_path / "a.tar.gz"), store).status == "accepted"
+    first = ingest_bundle(pack_bundle(folder, tmp_path / "a.tar.gz"), store)
     again = ingest_bundle(pack_bundle(folder, tmp_path / "b.tar.gz"), store)  # deterministic packing: same id
-    assert again.status == "rejected"
-    assert any("already accepted" in r for r in again.reasons)
+    assert first.status == again.status == "accepted" and (first.repeat, again.repeat) == (False, True)
+    assert again.rows == first.rows and again.location == first.location
     assert len(list((store / "accepted").iterdir())) == 1
+    assert list((store / "rejected").iterdir()) == []  # never both accepted and rejected
+    assert not (tmp_path / "b.tar.gz").exists()
 
 
 def test_same_rows_in_another_format_are_a_duplicate(tmp_path):
@@ -729,22 +733,24 @@ def test_killed_ingestion_leaves_no_half_accepted_bundle(tmp_path, when):
     proc = subprocess.run([sys.executable, "-c", CRASH, str(path), str(store), when], env=env, check=False,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
-    assert list((store / "accepted").iterdir()) == []
-    leftovers = list(store.glob(".incoming-*"))
-    assert len(leftovers) == 1 and any(leftovers[0].iterdir())
+    leftovers = list((store / "accepted").iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".incoming-") and any(leftovers[0].iterdir())
+    assert bundle_state(store, bundle_id(path)) == "unseen"
     assert path.exists()  # still in the inbox: it will be retried
     result = ingest_bundle(path, store)  # the next run cleans up and accepts
     assert result.status == "accepted", result.reasons
-    assert not list(store.glob(".incoming-*"))
+    assert [p.name for p in (store / "accepted").iterdir()] == [result.bundle_id]
 
 
-def test_clean_stale_spares_live_ingestions(tmp_path):
-    live = tmp_path / f".incoming-abc123-{os.getpid()}-xyz"
-    dead = tmp_path / ".incoming-abc123-999999999-xyz"
-    live.mkdir()
-    dead.mkdir()
-    assert clean_stale(tmp_path) == [dead]
-    assert live.exists()
+def test_clean_stale_spares_locked_ingestions(tmp_path):
+    live = tmp_path / "accepted" / ".incoming-00000000000000aa-xyz"
+    dead = tmp_path / "rejected" / ".incoming-00000000000000bb-xyz"
+    live.mkdir(parents=True)
+    dead.mkdir(parents=True)
+    dead.chmod(0o555)  # killed after it was made read-only
+    with atomic.locked(tmp_path / ".locks" / "00000000000000aa.lock"):
+        assert clean_stale(tmp_path) == [dead]
+    assert live.exists() and not dead.exists()
 
 
 # ---------------------------------------------------------------- submit and the inbox

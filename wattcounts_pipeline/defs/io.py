@@ -13,8 +13,6 @@ partition counts as written only once its `_complete.json` (the list of its file
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import pandas as pd
 from upath import UPath
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.core import atomic
 
 UNPARTITIONED = "__all__"
 STORE_ENV = "WATTCOUNTS_STORE"  # a folder or fsspec URL shared by every host; default WATTCOUNTS_HOME/assets
@@ -31,8 +30,7 @@ COMPLETE = "_complete.json"  # written last in a URL store: a partition without 
 
 def write_value(folder: Path, value: Any) -> None:
     """Atomically replace `folder` with the stored form of `value`."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = atomic.staging_folder(folder.parent, folder.name)
     try:
         if isinstance(value, pd.DataFrame):
             value.to_parquet(tmp / "_value.parquet", index=False)
@@ -41,16 +39,9 @@ def write_value(folder: Path, value: Any) -> None:
                 frame.to_parquet(tmp / f"{name}.parquet", index=False)
         else:
             (tmp / "_value.json").write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        atomic.replace_folder(tmp, folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_tree(tmp)
         raise
 
 

@@ -3,8 +3,16 @@
 import dagster as dg
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.core.errors import SubmissionError
 from wattcounts_pipeline.defs.resources import submission_partitions
-from wattcounts_pipeline.submissions.store import bundle_id, ingest_bundle, list_inbox
+from wattcounts_pipeline.submissions.store import (
+    IngestResult,
+    accepted_result,
+    bundle_id,
+    bundle_state,
+    ingest_bundle,
+    list_inbox,
+)
 
 
 def inbox() -> str:
@@ -17,16 +25,29 @@ def submissions(context: dg.AssetExecutionContext) -> dict[str, object]:
     links, encodings, formula injection), the same contract validation as our measurements and
     provenance checks. Accepted bundles become immutable and join the next release with attribution;
     rejected ones move to `submissions/rejected/` with a report naming file, row and field."""
-    matches = [p for p in list_inbox(paths.subdir("submissions", "inbox")) if bundle_id(p) == context.partition_key]
-    if not matches:
-        raise dg.Failure(f"bundle {context.partition_key} is no longer in the inbox {inbox()}")
-    result = ingest_bundle(matches[0], paths.subdir("submissions"))
-    context.add_output_metadata({"status": result.status, "rows": dg.MetadataValue.json(result.rows),
+    result = _ingest(context.partition_key)
+    context.add_output_metadata({"status": result.status, "repeat": result.repeat,
+                                 "rows": dg.MetadataValue.json(result.rows),
                                  "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result.reasons) or "-")})
     if result.status != "accepted":
         raise dg.Failure(f"bundle {result.bundle_id} rejected", metadata={
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result.reasons))})
     return {"bundle_id": result.bundle_id, "status": result.status, "rows": result.rows}
+
+
+def _ingest(key: str) -> IngestResult:
+    """Ingest the inbox file of bundle `key`; a bundle an earlier (or racing) run accepted is a repeat, not a failure."""
+    store = paths.subdir("submissions")
+    for path in list_inbox(paths.subdir("submissions", "inbox")):
+        try:
+            if bundle_id(path) == key:
+                return ingest_bundle(path, store)
+        except (FileNotFoundError, SubmissionError):  # taken by a racing run while we looked
+            continue
+    state = bundle_state(store, key)
+    if state == "accepted":
+        return accepted_result(store, key)
+    raise dg.Failure(f"bundle {key} is no longer in the inbox {inbox()} (state: {state})")
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ BRANCH = "main"
 AUTHOR_NAME = "Watt Counts release bot"
 AUTHOR_EMAIL = "releases@wattcounts.invalid"
 GIT_TIMEOUT_S = 120
+HUB_TIMEOUT_S = 300.0  # one Hub call, its retries included: an endpoint that never answers fails the publish
 HUB_KEEP = frozenset({".gitattributes"})  # files the Hub creates itself; never deleted, never compared
 T = TypeVar("T")
 
@@ -134,11 +136,12 @@ def _ensure_bare_repo(repo_dir: Path) -> Path:
 
 
 def publish_hub(release_dir: Path, repo_id: str, tag: str, token: str | None = None,
-                endpoint: str | None = None) -> PublishResult:
+                endpoint: str | None = None, timeout_s: float = HUB_TIMEOUT_S) -> PublishResult:
     """Publish `release_dir` to the Hub dataset `repo_id` as one commit on main, tagged `tag`.
 
     The token comes from `token` or `$HF_TOKEN` and never reaches logs, files or error messages: every Hub
-    error is re-raised as a ReleaseError with the token redacted and the original exception dropped.
+    error is re-raised as a ReleaseError with the token redacted and the original exception dropped. Every
+    Hub call fails with a ReleaseError after `timeout_s` without an answer (huggingface_hub waits forever).
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
@@ -151,7 +154,7 @@ def publish_hub(release_dir: Path, repo_id: str, tag: str, token: str | None = N
     api = HfApi(endpoint=endpoint, token=token)
 
     def hub(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return _redacted(token, f"{what} ({repo_id})", fn, *args, **kwargs)
+        return _redacted(token, f"{what} ({repo_id})", timeout_s, fn, *args, **kwargs)
 
     hub("creating the dataset repository", api.create_repo, repo_id, repo_type="dataset", exist_ok=True)
     refs = hub("listing refs", api.list_repo_refs, repo_id, repo_type="dataset")
@@ -211,12 +214,27 @@ def _same_files(remote: dict[str, tuple[str, str | None]], local: dict[str, tupl
         (lfs == local[path][1]) if lfs else (blob == local[path][0]) for path, (blob, lfs) in remote.items())
 
 
-def _redacted(token: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one Hub call; on failure raise a ReleaseError whose message and chain cannot hold the token."""
-    try:
-        return fn(*args, **kwargs)
-    except ReleaseError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any client, HTTP or OS error of the Hub call
-        message = f"{type(exc).__name__}: {exc}".replace(token, "***")
+def _redacted(token: str, what: str, timeout_s: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one Hub call within `timeout_s`; on failure raise a ReleaseError whose message and chain cannot
+    hold the token. The deadline covers the client's own retries too; huggingface_hub's shared client has no
+    timeout of its own, so a call past the deadline is abandoned in its daemon thread (not the process's to fix)."""
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any client, HTTP or OS error of the Hub call
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=call, name="hub-call", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ReleaseError(f"Hub error while {what}: no answer within {timeout_s:g} s (endpoint down or hung?)")
+    exc = outcome.get("error")
+    if exc is None:
+        return outcome["value"]
+    if isinstance(exc, ReleaseError):
+        raise exc
+    message = f"{type(exc).__name__}: {exc}".replace(token, "***")
     raise ReleaseError(f"Hub error while {what}: {message}")  # raised outside `except`: no chained exception

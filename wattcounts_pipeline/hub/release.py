@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.core.contracts import Contract, load_contract
 from wattcounts_pipeline.core.errors import ContractError, ReleaseError
 from wattcounts_pipeline.hub.card import DEFAULT_CONFIG, render_card
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_ORDER = ("configurations", "runs", "requests", "quality", "power_traces")
 CHECKSUMS = "checksums.sha256"
+BUILD_LOCK = ".build.lock"
 ARROW_TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 _SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
@@ -44,8 +45,9 @@ def build_release(tables: dict[str, pd.DataFrame], version: str, out_dir: Path, 
                   context: dict[str, Any] | None = None) -> Path:
     """Write release `version` to `out_dir/<version>/` and return that folder.
 
-    The folder is assembled in a temporary sibling and renamed into place, so a crash never leaves a
-    half-written release. Output is deterministic for the same inputs (no timestamps unless `context` has them).
+    The folder is assembled in a staging sibling and renamed into place, so a crash never leaves a
+    half-written release; the next build removes staging a killed one left. Output is deterministic for the
+    same inputs (no timestamps unless `context` has them).
     """
     key = version_key(version)
     if DEFAULT_CONFIG not in tables:
@@ -59,18 +61,20 @@ def build_release(tables: dict[str, pd.DataFrame], version: str, out_dir: Path, 
     contracts = {name: _contract(name) for name in names}
     frames = {name: _validated(contracts[name], tables[name]) for name in names}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
-    try:
-        _write_release(staging, frames, contracts, version, previous, previous_version, dict(context or {}))
-        target = out_dir / version
-        if target.exists():
-            logger.info("replacing existing release folder %s", target)
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    target = out_dir / version
+    with atomic.locked(out_dir / BUILD_LOCK):  # one build at a time: staging found under the lock is stale
+        for stale in atomic.stale_staging(out_dir):
+            logger.warning("removing %s left by an interrupted release build", stale)
+            atomic.remove_tree(stale)
+        staging = atomic.staging_folder(out_dir, version)
+        try:
+            _write_release(staging, frames, contracts, version, previous, previous_version, dict(context or {}))
+            if target.exists():
+                logger.info("replacing existing release folder %s", target)
+            atomic.replace_folder(staging, target)
+        except BaseException:
+            atomic.remove_tree(staging)
+            raise
     logger.info("built release %s at %s (%s)", version, target,
                 ", ".join(f"{n}: {len(f)} rows" for n, f in frames.items()))
     return target

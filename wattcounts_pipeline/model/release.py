@@ -11,13 +11,12 @@ import json
 import logging
 import math
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.predictor import DEFAULT_COVERAGE, TARGETS, Predictor
 
@@ -181,19 +180,18 @@ def train(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".{release_tag}.{uuid.uuid4().hex}.partial"  # a half-written release is never seen
-    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stick to the published folder
+    staging = atomic.staging_folder(out_dir, release_tag)  # a half-written release is never seen
+    folder = out_dir / release_tag
     try:
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         (staging / CARD_FILE).write_text(render_card(predictor, metrics, cv), encoding="utf-8")
-        folder = out_dir / release_tag
         if folder.exists():
             logger.warning("replacing existing predictor release %s", folder)
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        atomic.replace_folder(staging, folder)
+    except BaseException:
+        atomic.remove_tree(staging)
+        raise
     logger.info("predictor %s: %d rows, written to %s", release_tag, predictor.n_training_rows, folder)
     return folder
 

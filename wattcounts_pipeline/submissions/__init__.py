@@ -12,10 +12,11 @@ from wattcounts_pipeline.submissions.store import (
     IngestResult,
     accepted_tables,
     bundle_id,
+    bundle_state,
     clean_stale,
     ingest_bundle,
     list_inbox,
 )
 
-__all__ = ["DEFAULT_LIMITS", "IngestResult", "Inspection", "Limits", "accepted_tables", "bundle_id", "clean_stale",
-           "ingest_bundle", "inspect_archive", "list_inbox", "pack_bundle", "submit"]
+__all__ = ["DEFAULT_LIMITS", "IngestResult", "Inspection", "Limits", "accepted_tables", "bundle_id",
+           "bundle_state", "clean_stale", "ingest_bundle", "inspect_archive", "list_inbox", "pack_bundle", "submit"]

@@ -2,34 +2,37 @@
 
 Layout under `store_dir`:
   accepted/<bundle_id>/  runs.parquet, requests.parquet[, power_traces.parquet], manifest.yaml,
-                         provenance.json, the original archive (all read-only)
+                         provenance.json, the original archive (all read-only, the folder too)
   rejected/<bundle_id>/  REPORT.md + the original archive
-  .incoming-<bundle_id>-<pid>-<random>/  a bundle being written; renamed into place in one step, so a crash
-                         never leaves a half-accepted bundle, and removed by the next run once its process is gone
+  .locks/<bundle_id>.lock  the bundle's lock: one ingestion of a bundle at a time, threads and processes alike
+
+A bundle is in one of three states: accepted (accepted/<id> exists; it wins over a rejected/<id> a crash left),
+rejected, or not yet seen (its archive still in the inbox). Each state is entered by one rename of a complete
+folder written under `.incoming-<id>-*` beside it, and the archive leaves the inbox only after that rename, so
+a run killed at any point leaves one of the three; the next run removes the staging and finishes the work.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wattcounts_pipeline import __version__
+from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.core.errors import SubmissionError
 from wattcounts_pipeline.core.text import terminal_safe
 from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, MANIFEST, Limits
 from wattcounts_pipeline.submissions.bundle import Inspection, inspect_archive, run_fingerprints, summarize_reasons
@@ -38,11 +41,13 @@ logger = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 BUNDLE_ID_HEX = 16
-TEMP_PREFIX = ".incoming-"
+LOCKS = ".locks"
 SUBMISSIONS_COLUMNS = ["bundle_id", "contributor_name", "contributor_handle", "license", "created_at",
                        "accepted_at", "gpu_name", "gpu_count", "cpu_model", "n_runs", "n_requests"]
 _READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 _READ_ONLY_DIR = _READ_ONLY_FILE | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+_STAGED = re.compile(re.escape(atomic.STAGING) + rf"([0-9a-f]{{{BUNDLE_ID_HEX}}})-")
+State = Literal["accepted", "rejected", "unseen"]
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,19 @@ class IngestResult:
     reasons: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     location: Path | None = None  # the bundle's folder under accepted/ or rejected/
+    repeat: bool = False  # accepted by an earlier ingestion (a racer, or a run killed before it emptied the inbox)
 
 
 def bundle_id(path: str | Path) -> str:
     """Short sha256 of the archive's bytes: the same bundle always gets the same id (and partition key)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        return _digest(handle)
+
+
+def _digest(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()[:BUNDLE_ID_HEX]
 
 
@@ -73,30 +83,51 @@ def list_inbox(inbox: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
+def bundle_state(store_dir: str | Path, bid: str) -> State:
+    """Where bundle `bid` stands; accepted wins, so a crash between accepting and clearing a report is harmless."""
+    store = Path(store_dir)
+    if (store / "accepted" / bid).is_dir():
+        return "accepted"
+    return "rejected" if (store / "rejected" / bid).is_dir() else "unseen"
+
+
 def ingest_bundle(path: str | Path, store_dir: str | Path, limits: Limits = DEFAULT_LIMITS) -> IngestResult:
-    """Validate one bundle and move it out of the inbox into accepted/ or rejected/ (never both halves)."""
+    """Validate one bundle and move it out of the inbox into accepted/ or rejected/ (one of them, whole).
+
+    Holds the bundle's lock throughout: of several ingesters racing on one bundle the first accepts it and the
+    others return it as a repeat. The archive is read through one open file, so a racer that already removed
+    it from the inbox cannot pull it away mid-read.
+    """
     path, store = Path(path), Path(store_dir)
     for sub in ("accepted", "rejected"):
         (store / sub).mkdir(parents=True, exist_ok=True)
-    clean_stale(store)
-    bid = bundle_id(path)
-    size = path.stat().st_size
-    if size > limits.max_compressed_bytes:
-        too_big = f"archive: compressed size {size} bytes exceeds the limit of {limits.max_compressed_bytes} bytes"
-        inspection = Inspection(bid, [too_big])
-    else:
-        inspection = inspect_archive(path.read_bytes(), bid, limits)
-    if inspection.ok:
-        inspection.reasons += _duplicate_reasons(store, inspection)
-    if not inspection.ok:
-        return _reject(path, store, inspection)
-    return _accept(path, store, inspection)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with handle` below
+    except FileNotFoundError:
+        raise SubmissionError(f"{terminal_safe(path)}: no longer in the inbox (another ingestion took it)") from None
+    with handle:
+        bid = _digest(handle)
+        with atomic.locked(store / LOCKS / f"{bid}.lock"):
+            clean_stale(store, own=bid)
+            if bundle_state(store, bid) == "accepted":
+                return _repeat(path, handle, store, bid)
+            size = os.fstat(handle.fileno()).st_size
+            if size > limits.max_compressed_bytes:
+                too_big = (f"archive: compressed size {size} bytes exceeds the limit of "
+                           f"{limits.max_compressed_bytes} bytes")
+                inspection = Inspection(bid, [too_big])
+            else:
+                handle.seek(0)
+                inspection = inspect_archive(handle.read(), bid, limits)
+            if inspection.ok:
+                inspection.reasons += _duplicate_reasons(store, inspection)
+            if not inspection.ok:
+                return _reject(path, handle, store, inspection)
+            return _accept(path, handle, store, inspection)
 
 
 def _duplicate_reasons(store: Path, inspection: Inspection) -> list[str]:
-    """The bundle itself, or any of its runs, accepted before: matched on measured values, not on ids."""
-    if (store / "accepted" / inspection.bundle_id).exists():
-        return [f"archive: duplicate: bundle {inspection.bundle_id} was already accepted"]
+    """Any of its runs accepted before in another bundle: matched on measured values, not on ids."""
     mine = inspection.fingerprints
     runs_file = inspection.files["runs"]
     for folder, known in accepted_fingerprints(store).items():
@@ -113,7 +144,8 @@ def _duplicate_reasons(store: Path, inspection: Inspection) -> list[str]:
 def accepted_fingerprints(store_dir: str | Path) -> dict[str, list[str]]:
     """Run fingerprints of every accepted bundle (from provenance, or its runs for bundles stored before)."""
     out = {}
-    for provenance in sorted((Path(store_dir) / "accepted").glob("*/provenance.json")):
+    for folder in _accepted_folders(Path(store_dir)):
+        provenance = folder / "provenance.json"
         doc = json.loads(provenance.read_text(encoding="utf-8"))
         prints = doc.get("run_fingerprints")
         if prints is None:
@@ -122,43 +154,84 @@ def accepted_fingerprints(store_dir: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def _accept(path: Path, store: Path, inspection: Inspection) -> IngestResult:
+def _accept(path: Path, handle: BinaryIO, store: Path, inspection: Inspection) -> IngestResult:
+    """Write the bundle into staging, make it read-only, then rename it into accepted/ in one step."""
     bid = inspection.bundle_id
-    tmp = _temp_dir(store, bid)
+    tmp = atomic.staging_folder(store / "accepted", bid)  # beside the target: a read-only folder renames there
     target = store / "accepted" / bid
     try:
-        write_accepted(tmp, path, inspection)
-        os.rename(tmp, target)
-    except OSError as exc:  # a concurrent ingestion of the same bundle won the rename
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise
-        inspection.reasons.append(f"archive: duplicate: bundle {bid} was already accepted")
-        return _reject(path, store, inspection)
+        write_accepted(tmp, path.name, handle, inspection)
+        tmp.chmod(_READ_ONLY_DIR)
+        os.rename(tmp, target)  # cannot exist: we hold the bundle's lock and checked its state
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_tree(tmp)
         raise
-    target.chmod(_READ_ONLY_DIR)
-    _fsync_dir(target.parent)
-    path.unlink(missing_ok=True)
+    atomic.fsync_dir(target.parent)
+    _settle(path, handle, store, bid)
     logger.info("accepted bundle %s (%s)", bid, inspection.rows)
     return IngestResult("accepted", bid, [], dict(inspection.rows), target)
 
 
-def write_accepted(folder: Path, archive: Path, inspection: Inspection) -> None:
+def _repeat(path: Path, handle: BinaryIO, store: Path, bid: str) -> IngestResult:
+    """The bundle was accepted already: finish what that ingestion may not have (inbox, stale report)."""
+    _settle(path, handle, store, bid)
+    logger.info("bundle %s was already accepted", bid)
+    return accepted_result(store, bid)
+
+
+def accepted_result(store_dir: str | Path, bid: str) -> IngestResult:
+    """The result of an earlier accepting ingestion of `bid`, read back from the store."""
+    target = Path(store_dir) / "accepted" / bid
+    rows = json.loads((target / "provenance.json").read_text(encoding="utf-8"))["rows"]
+    return IngestResult("accepted", bid, [], rows, target, repeat=True)
+
+
+def _settle(path: Path, handle: BinaryIO, store: Path, bid: str) -> None:
+    """After accepting: drop a report an earlier rejection left, and take the archive out of the inbox."""
+    rejected = store / "rejected" / bid
+    if rejected.exists():
+        atomic.remove_tree(rejected)
+    _remove_from_inbox(path, handle)
+
+
+def _remove_from_inbox(path: Path, handle: BinaryIO) -> None:
+    """Unlink `path` if it is still the file we read (a racer may have removed it, a new upload replaced it)."""
+    try:
+        same = os.path.samestat(os.stat(path), os.fstat(handle.fileno()))
+    except FileNotFoundError:
+        return
+    if same:
+        path.unlink(missing_ok=True)
+
+
+def write_accepted(folder: Path, archive_name: str, handle: BinaryIO, inspection: Inspection) -> None:
     """Everything an accepted bundle keeps, written into `folder` and made read-only (not yet in place)."""
     bid = inspection.bundle_id
     tables = _namespaced(inspection.tables, bid)
     for table, frame in tables.items():
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{table}.parquet")
     (folder / MANIFEST).write_bytes(inspection.members[MANIFEST])
-    shutil.copyfile(archive, folder / f"original{_suffix(archive)}")
-    text = json.dumps(_provenance(archive, inspection), indent=2, sort_keys=True, allow_nan=False)  # strict JSON
+    archive_sha256 = _copy_original(handle, folder / f"original{_suffix(archive_name)}")
+    doc = _provenance(archive_name, archive_sha256, inspection)
+    text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False)  # strict JSON
     (folder / "provenance.json").write_text(text, encoding="utf-8")
     for item in folder.iterdir():
-        with open(item, "rb") as handle:
-            os.fsync(handle.fileno())
+        with open(item, "rb") as written:
+            os.fsync(written.fileno())
         item.chmod(_READ_ONLY_FILE)
+
+
+def _copy_original(handle: BinaryIO, target: Path) -> str:
+    """Copy the archive as read (not from the inbox path, which a new upload may replace); returns its sha256."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    with open(target, "wb") as out:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
 
 
 def _namespaced(tables: dict[str, pd.DataFrame], bid: str) -> dict[str, pd.DataFrame]:
@@ -166,15 +239,15 @@ def _namespaced(tables: dict[str, pd.DataFrame], bid: str) -> dict[str, pd.DataF
     return {table: frame.assign(run_id=bid + "/" + frame["run_id"]) for table, frame in tables.items()}
 
 
-def _provenance(archive: Path, inspection: Inspection) -> dict:
+def _provenance(archive_name: str, archive_sha256: str, inspection: Inspection) -> dict:
     doc = inspection.manifest.doc  # type: ignore[union-attr]  # accepted implies a manifest
     contributor = doc["contributor"]
     return {
         "bundle_id": inspection.bundle_id,
-        "archive_sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        "archive_sha256": archive_sha256,
         "content_sha256": inspection.content_sha256,
         "run_fingerprints": inspection.fingerprints,
-        "archive_name": archive.name,
+        "archive_name": archive_name,
         "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "created_at": doc["created_at"],
         "contributor": contributor,
@@ -192,15 +265,19 @@ def _provenance(archive: Path, inspection: Inspection) -> dict:
     }
 
 
-def _reject(path: Path, store: Path, inspection: Inspection) -> IngestResult:
+def _reject(path: Path, handle: BinaryIO, store: Path, inspection: Inspection) -> IngestResult:
+    """Report and archive copy into staging, renamed into rejected/ (replacing an older verdict whole)."""
     bid = inspection.bundle_id
-    tmp = _temp_dir(store, bid)
-    (tmp / "REPORT.md").write_text(render_report(path.name, inspection), encoding="utf-8")
+    tmp = atomic.staging_folder(store / "rejected", bid)
     target = store / "rejected" / bid
-    if target.exists():  # the same bundle rejected again: the newer report wins
-        shutil.rmtree(target)
-    os.rename(tmp, target)
-    shutil.move(path, target / f"original{_suffix(path)}")
+    try:
+        (tmp / "REPORT.md").write_text(render_report(path.name, inspection), encoding="utf-8")
+        _copy_original(handle, tmp / f"original{_suffix(path.name)}")
+        atomic.replace_folder(tmp, target)
+    except BaseException:
+        atomic.remove_tree(tmp)
+        raise
+    _remove_from_inbox(path, handle)
     logger.info("rejected bundle %s: %d reason(s)", bid, len(inspection.reasons))
     return IngestResult("rejected", bid, list(inspection.reasons), dict(inspection.rows), target)
 
@@ -218,8 +295,7 @@ def render_report(archive_name: str, inspection: Inspection) -> str:
 
 def accepted_tables(store_dir: str | Path) -> dict[str, pd.DataFrame]:
     """All accepted bundles' tables, concatenated (runs, requests, power_traces) plus one `submissions` row each."""
-    accepted = Path(store_dir) / "accepted"
-    folders = sorted(p for p in accepted.iterdir() if p.is_dir()) if accepted.is_dir() else []
+    folders = _accepted_folders(Path(store_dir))
     out: dict[str, pd.DataFrame] = {}
     for table in ("runs", "requests", "power_traces"):
         frames = [pq.read_table(f / f"{table}.parquet").to_pandas() for f in folders
@@ -241,41 +317,39 @@ def _submission_row(folder: Path) -> dict:
             "n_requests": p["rows"].get("requests", 0)}
 
 
-def clean_stale(store_dir: str | Path) -> list[Path]:
-    """Remove temp folders left by ingestions that died (their process is gone); returns what was removed."""
+def _accepted_folders(store: Path) -> list[Path]:
+    """Accepted bundles, without the staging folders beside them."""
+    accepted = store / "accepted"
+    return sorted(p for p in accepted.iterdir() if p.is_dir() and not p.name.startswith(".")) if accepted.is_dir() else []
+
+
+def clean_stale(store_dir: str | Path, own: str | None = None) -> list[Path]:
+    """Remove staging left by killed ingestions: any whose bundle lock is free (or is `own`, the one we hold).
+
+    The lock, not a process id, says whether a writer is alive: it is released by the kernel when its holder
+    dies, and it also tells apart the threads of one process.
+    """
+    store = Path(store_dir)
     removed = []
-    for tmp in Path(store_dir).glob(TEMP_PREFIX + "*"):
-        match = re.match(re.escape(TEMP_PREFIX) + r"[0-9a-f]+-(\d+)-", tmp.name)
-        if match and _alive(int(match.group(1))):
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-        logger.warning("removed %s left by an interrupted ingestion", tmp)
-        removed.append(tmp)
+    for parent in (store / "accepted", store / "rejected", store):  # the store itself: where 0.x staged
+        for tmp in atomic.stale_staging(parent):
+            match = _STAGED.match(tmp.name)
+            if match and _remove_unless_locked(store, tmp, match.group(1), own):
+                logger.warning("removed %s left by an interrupted ingestion", tmp)
+                removed.append(tmp)
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def _remove_unless_locked(store: Path, tmp: Path, bid: str, own: str | None) -> bool:
+    if bid == own:
+        atomic.remove_tree(tmp)
         return True
-    return True
+    with atomic.locked(store / LOCKS / f"{bid}.lock", wait=False) as free:
+        if free:
+            atomic.remove_tree(tmp)
+        return free
 
 
-def _temp_dir(store: Path, bid: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{bid}-{os.getpid()}-", dir=store))
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
+def _suffix(name: str) -> str:
+    name = name.lower()
     return next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), ".bin")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
