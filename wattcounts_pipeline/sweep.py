@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.measure import measure_spec
 from wattcounts_pipeline.meters.base import EnergyMeter
@@ -163,13 +164,26 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"[{args.log_prefix}] " if args.log_prefix else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s",
                         stream=sys.stderr)
-    specs = [s for s in load_experiments(args.experiments).values() if args.only in s.key]
+    loaded: dict[str, ExperimentSpec] = {}
+    bad_files = 0
+    for path in args.experiments:  # one bad file is reported and skipped; the others still run
+        try:
+            for key, spec in load_experiments([path]).items():
+                loaded.setdefault(key, spec)
+        except SpecError as exc:
+            bad_files += 1
+            logger.error("skipping %s", exc)
+    if bad_files and not loaded:
+        return 2
+    specs = [s for s in loaded.values() if args.only in s.key]
     if args.hardware:
         specs = [dataclasses.replace(s, hardware=args.hardware.lower()) for s in specs]
     if args.shards > 1:
         return run_shards(_without_option(argv, "--shards"), args.shards, specs, args.claims)
     counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded))
     print(json.dumps(counts), flush=True)
+    if bad_files:
+        return 2
     return 1 if counts["failed"] and not counts["measured"] else 0  # every spec tried failed: say so
 
 
