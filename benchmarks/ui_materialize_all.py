@@ -51,6 +51,8 @@ BACKFILL = """query($id: String!) {
   }
 }"""
 ASSETS = "{ assetNodes { assetKey { path } } }"
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
 def free_port() -> int:
@@ -225,8 +227,17 @@ def main() -> int:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("webserver never came up (see its log below)")
             try:
-                assets = graphql(port, ASSETS)["assetNodes"]
+                entries = graphql(port, LOCATIONS)["workspaceOrError"]["locationEntries"]
             except (OSError, RuntimeError):
+                time.sleep(1)
+                continue
+            broken = [e["locationOrLoadError"]["message"] for e in entries
+                      if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"]
+            if broken:
+                raise RuntimeError(f"code location failed to load: {broken[0][:2000]}")
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                assets = graphql(port, ASSETS)["assetNodes"]
+            else:
                 time.sleep(1)
         result["server_ready_s"] = round(time.monotonic() - t0, 1)
         t_launch = time.time()
@@ -251,7 +262,7 @@ def main() -> int:
         result.update(backfill_status=status, timed_out=status not in TERMINAL,
                       release_at_s=seen_at.get("release"), predictor_at_s=seen_at.get("predictor"),
                       release=newest(home / "releases"), predictor=newest(home / "predictors"))
-    except Exception as exc:  # noqa: BLE001 - recorded in the result, which is still written
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the result, which is still written
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         if backfill_id:

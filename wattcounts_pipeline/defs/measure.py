@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from wattcounts_pipeline.defs.fleet import partition_backfill_policy
 from wattcounts_pipeline.defs.io import ByPartition
 from wattcounts_pipeline.defs.resources import ExperimentsResource, MeterResource, experiment_partitions
 from wattcounts_pipeline.measure import measure_spec
@@ -19,7 +20,7 @@ from wattcounts_pipeline.sweep import find_recorded
     pool="measurement",  # one measurement at a time per device pool: runs must never overlap on one GPU
     # "Materialize all": one run, one step for every partition (a recorded one costs milliseconds, a process
     # per partition seconds); the partitions measured live inside it run one after the other
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=partition_backfill_policy(),  # defs/fleet.py: one run for all partitions on one machine
     code_version="1",
 )
 def measurements(context: dg.AssetExecutionContext, experiments: ExperimentsResource,

@@ -11,6 +11,7 @@ from wattcounts_pipeline.backends.models import resolve_spec_model
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.core.validation import validate_table
+from wattcounts_pipeline.defs.fleet import partition_backfill_policy
 from wattcounts_pipeline.defs.io import ByPartition, read_value, write_value
 from wattcounts_pipeline.defs.resources import ExperimentsResource, experiment_partitions
 from wattcounts_pipeline.defs.validate import validated_measurements
@@ -29,7 +30,7 @@ def quality_key(spec: ExperimentSpec) -> str:
     kinds={"python"},
     deps=[validated_measurements],
     pool="measurement",  # quality runs the same model on the same device
-    backfill_policy=dg.BackfillPolicy.single_run(),  # as `measurements`: one step for every partition
+    backfill_policy=partition_backfill_policy(),  # defs/fleet.py: one run for all partitions on one machine
 )
 def quality_scores(context: dg.AssetExecutionContext, experiments: ExperimentsResource) -> ByPartition:
     """Runs lm-eval (local task files shipped in the package) on the same model, quantization and

@@ -5,6 +5,7 @@ import pandas as pd
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.validation import ValidationResult, validate_table
+from wattcounts_pipeline.defs.fleet import partition_backfill_policy
 from wattcounts_pipeline.defs.io import BY_PARTITION, ByPartition, write_value
 from wattcounts_pipeline.defs.resources import experiment_partitions
 
@@ -39,7 +40,7 @@ def merged(table: str, results: dict[str, ValidationResult]) -> ValidationResult
     group_name="validate",
     kinds={"pandas", "pandera"},
     ins={"measurements": dg.AssetIn(metadata=BY_PARTITION)},
-    backfill_policy=dg.BackfillPolicy.single_run(),  # as `measurements`: one step for every partition
+    backfill_policy=partition_backfill_policy(),  # defs/fleet.py: one run for all partitions on one machine
     check_specs=[dg.AssetCheckSpec(f"{t}_contract", asset="validated_measurements", blocking=True,
                                    description=f"Every {t} row meets schemas/{t}.yaml and physical plausibility.")
                  for t in CHECKED_TABLES],
