@@ -50,6 +50,10 @@ BACKFILL = """query($id: String!) {
     ... on PythonError { message }
   }
 }"""
+RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+  ... on Runs { results { status } } } }"""
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+SETTLE_S = 90  # a failed run ends the wait once no new run has come for this long (the daemon may still mark it)
 ASSETS = "{ assetNodes { assetKey { path } } }"
 LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
@@ -158,6 +162,7 @@ def event_log_stats(dagster_home: Path, backfill_id: str, t_launch: float) -> di
         stages: dict[str, dict[str, Any]] = {}
         steps: dict[str, list[float]] = {}
         workers = 0
+        failures: list[str] = []
         for run in runs:
             starts: dict[str, float] = {}
             for record in instance.all_logs(run.run_id):
@@ -171,6 +176,8 @@ def event_log_stats(dagster_home: Path, backfill_id: str, t_launch: float) -> di
                     starts[event.step_key] = record.timestamp
                 elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
                     steps.setdefault(event.step_key, []).append(record.timestamp - starts[event.step_key])
+                    if kind == "STEP_FAILURE" and event.step_failure_data.error is not None:
+                        failures.append(f"{event.step_key}: {event.step_failure_data.error.to_string()[-1500:]}")
                 elif kind == "ASSET_MATERIALIZATION":
                     name = "/".join(event.asset_key.path)
                     stage = stages.setdefault(name, {"materializations": 0, "first_s": None, "last_s": None})
@@ -182,9 +189,12 @@ def event_log_stats(dagster_home: Path, backfill_id: str, t_launch: float) -> di
             durations = steps.get(name, [])
             stage.update(steps=len(durations), step_s_total=round(sum(durations), 1),
                          step_s_max=round(max(durations), 1) if durations else None)
-        run_s = [r.end_time - r.start_time for r in (instance.get_run_record_by_id(x.run_id) for x in runs)
-                 if r is not None and r.start_time and r.end_time]
-    return {"runs": len(runs), "run_statuses": dict(statuses), "step_workers": workers,
+        records = [r for r in (instance.get_run_record_by_id(x.run_id) for x in runs)
+                   if r is not None and r.start_time and r.end_time]
+        run_s = [r.end_time - r.start_time for r in records]
+        last_end = max((r.end_time for r in records), default=None)
+    return {"runs": len(runs), "run_statuses": dict(statuses), "step_workers": workers, "step_failures": failures,
+            "click_to_last_run_end_s": round(last_end - t_launch, 1) if last_end else None,
             "run_s_total": round(sum(run_s), 1), "stages": dict(sorted(stages.items(), key=lambda kv: kv[1]["first_s"]))}
 
 
@@ -249,6 +259,7 @@ def main() -> int:
         backfill_id = launched["backfillId"]
         home = tmp / "home"
         status, seen_at = "", {}
+        settled: tuple[int, float] | None = None  # (runs, since when) while every run has finished, one failed
         while time.monotonic() < deadline:
             backfill = graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
             status = backfill.get("status", backfill["__typename"])
@@ -256,10 +267,17 @@ def main() -> int:
             for what, folder in (("release", home / "releases"), ("predictor", home / "predictors")):
                 if what not in seen_at and newest(folder):
                     seen_at[what] = round(time.time() - t_launch, 1)
-            if status in TERMINAL or ("release" in seen_at and "predictor" in seen_at and status != "REQUESTED"):
+            runs = [r["status"] for r in graphql(port, RUNS, {"id": backfill_id})["runsOrError"]["results"]]
+            if status in TERMINAL:
                 break
+            if runs and set(runs) <= FINISHED and "FAILURE" in runs:
+                settled = settled if settled is not None and settled[0] == len(runs) else (len(runs), time.monotonic())
+                if time.monotonic() - settled[1] > SETTLE_S:
+                    break
+            else:
+                settled = None
             time.sleep(2)
-        result.update(backfill_status=status, timed_out=status not in TERMINAL,
+        result.update(backfill_status=status, timed_out=time.monotonic() >= deadline,
                       release_at_s=seen_at.get("release"), predictor_at_s=seen_at.get("predictor"),
                       release=newest(home / "releases"), predictor=newest(home / "predictors"))
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the result, which is still written
@@ -281,7 +299,7 @@ def main() -> int:
         done = result["stages"].get("measurements", {}).get("materializations", 0)
         result["measured_partitions"] = done
         if done:
-            result["s_per_partition"] = round(result["click_to_end_s"] / done, 3)
+            result["s_per_partition"] = round((result["click_to_last_run_end_s"] or result["click_to_end_s"]) / done, 3)
     if "error" in result or result.get("timed_out"):
         result["server_log_tail"] = (tmp / "dagster_dev.log").read_text(errors="replace")[-3000:]
     shutil.rmtree(tmp, ignore_errors=True)
