@@ -1,6 +1,9 @@
 """Hardware tags, profiles, the run config that places a device run, the worker's hardware guard and the
 URL store, without a cluster or a broker (the full paths: test_fleet_celery/_k8s/_postgres)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -98,3 +101,15 @@ def test_url_store_round_trip_and_unfinished_partitions_stay_invisible() -> None
     assert result.output_for_node("merged")["part"].tolist() == ["a", "a"]  # "b" is absent, not half-read
     write_url_value(folder, {"runs": frames["runs"]})  # rewriting drops files the new value lacks
     assert sorted(p.name for p in folder.iterdir()) == [COMPLETE, "runs.parquet"]
+
+
+@pytest.mark.parametrize("executor", ["", "celery"])
+def test_definitions_load_with_their_backfill_policy(executor: str) -> None:
+    """Every job resolves: on one machine the single-run policy, on a fleet per-partition tags and run config
+    (Dagster refuses the two together, and only loading the whole repository shows it)."""
+    code = ("import dagster as dg; from wattcounts_pipeline.definitions import defs; "
+            "dg.Definitions.validate_loadable(defs); defs.get_repository_def().get_all_jobs(); "
+            "print(defs.get_assets_def('measurements').backfill_policy)")
+    env = {**os.environ, "WATTCOUNTS_EXECUTOR": executor}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert ("single_run" in out) == (not executor), out

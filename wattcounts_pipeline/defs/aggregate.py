@@ -8,11 +8,9 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.aggregate import aggregate
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.validation import validate_table
 from wattcounts_pipeline.defs.validate import check_result
-from wattcounts_pipeline.hub.figures import quality_energy_figure
 from wattcounts_pipeline.quality.derive import release_quality
 
 
@@ -51,6 +49,9 @@ def configurations(context: dg.AssetExecutionContext, validated_measurements: di
     confidence interval, J/request, tokens/s, TTFT/TPOT/latency percentiles, cost and CO2 per 1M
     tokens, and the quality of the same model + quantization + framework (plotted against J/token,
     Pareto front marked). Accepted community submissions join here with their provenance in `source`."""
+    from wattcounts_pipeline.aggregate import aggregate  # scipy, matplotlib: only in the step that needs them
+    from wattcounts_pipeline.hub.figures import quality_energy_figure
+
     tables = collect_tables(validated_measurements, quality_scores)
     table = aggregate(tables["runs"], tables["requests"], tables["quality"])
     result = validate_table("configurations", table, source="configurations")

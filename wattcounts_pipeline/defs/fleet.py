@@ -112,14 +112,23 @@ def fleet_executor() -> dg.ExecutorDefinition | None:
     return None
 
 
+def partition_backfill_policy() -> dg.BackfillPolicy | None:
+    """How a backfill of the partitioned stages is cut into runs. One machine: a single run for every
+    partition, so "Materialize all" costs one step per stage instead of a run and its processes per partition
+    (live measurements in it still run one after another, and the `measurement` pool keeps other runs' device
+    steps out). A fleet: one run per partition, each tagged and configured for its hardware below."""
+    return None if executor_kind() else dg.BackfillPolicy.single_run()
+
+
 measure_on_hardware = dg.define_asset_job(
     "measure_on_hardware",
     selection=DEVICE_STAGES,
     description="The device stages of one experiment partition (measurement and quality), placed on the "
                 "hardware its spec needs; each run is tagged `wattcounts/hardware`.",
+    # per-partition tags and run config place runs on a fleet; Dagster allows them only for one partition per run
     config=dg.PartitionedConfig(partitions_def=experiment_partitions,
                                 run_config_for_partition_key_fn=_partition_run_config,
-                                tags_for_partition_key_fn=_partition_tags),
+                                tags_for_partition_key_fn=_partition_tags) if executor_kind() else None,
 )
 
 validate_measured = dg.define_asset_job(

@@ -5,6 +5,9 @@ write goes to a temporary folder renamed into place, so a killed run never leave
 An unpartitioned asset reading a partitioned one gets the tables of every partition materialized so
 far, concatenated: a failed partition is left out instead of failing everything after it.
 
+A partitioned asset run for many partitions at once (single-run backfill policy) returns `ByPartition`, one value
+per partition key, stored partition by partition; an input marked `BY_PARTITION` loads the same way.
+
 The store's root may be an fsspec URL (`s3://bucket/wattcounts`, `gs://…`, `file:///shared/…`) that every
 host of a fleet writes to and the aggregate stage reads from. Object stores have no atomic rename, so there a
 partition counts as written only once its `_complete.json` (the list of its files) is written, last.
@@ -26,6 +29,11 @@ from wattcounts_pipeline.core import atomic
 UNPARTITIONED = "__all__"
 STORE_ENV = "WATTCOUNTS_STORE"  # a folder or fsspec URL shared by every host; default WATTCOUNTS_HOME/assets
 COMPLETE = "_complete.json"  # written last in a URL store: a partition without it is absent
+BY_PARTITION = {"by_partition": True}  # AssetIn metadata: load {partition key: value}, never concatenated
+
+
+class ByPartition(dict[str, Any]):
+    """The value of each partition of one step (a run may cover hundreds): stored one folder per key."""
 
 
 def write_value(folder: Path, value: Any) -> None:
@@ -134,6 +142,10 @@ class TableStoreIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        if isinstance(obj, ByPartition):
+            for key, value in obj.items():
+                self._write(self._folder(context.asset_key, key), value)
+            return
         partition = context.partition_key if context.has_partition_key else None
         folder = self._folder(context.asset_key, partition)
         self._write(folder, obj)
@@ -143,6 +155,8 @@ class TableStoreIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
+            if context.definition_metadata.get("by_partition"):
+                return ByPartition({k: self._read(self._folder(key, k)) for k in keys})
             if len(keys) == 1 and context.has_partition_key:
                 return self._read(self._folder(key, keys[0]))
             present = [k for k in keys if self._present(self._folder(key, k))]

@@ -5,7 +5,6 @@ import pandas as pd
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.defs.aggregate import collect_tables
-from wattcounts_pipeline.hub.versioning import next_release
 
 
 class ReleaseConfig(dg.Config):
@@ -36,7 +35,8 @@ def dataset_release(context: dg.AssetExecutionContext, config: ReleaseConfig, hu
     from schemas/, figure, checksums, changelog), commits and tags it in the local dataset repository
     and, when configured, on the Hugging Face Hub. Same content twice → no new release.
     Loadable with `datasets.load_dataset(<repo>, "configurations", revision=<tag>)`."""
-    from wattcounts_pipeline.hub.publish import publish_hub, publish_local
+    from wattcounts_pipeline.hub.publish import publish_hub, publish_local  # matplotlib, git: this step only
+    from wattcounts_pipeline.hub.versioning import next_release
 
     tables = collect_tables(validated_measurements, quality_scores)
     tables["configurations"] = configurations

@@ -11,7 +11,8 @@ from wattcounts_pipeline.backends.models import resolve_spec_model
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.core.validation import validate_table
-from wattcounts_pipeline.defs.io import read_value, write_value
+from wattcounts_pipeline.defs.fleet import partition_backfill_policy
+from wattcounts_pipeline.defs.io import ByPartition, read_value, write_value
 from wattcounts_pipeline.defs.resources import ExperimentsResource, experiment_partitions
 from wattcounts_pipeline.defs.validate import validated_measurements
 
@@ -29,34 +30,39 @@ def quality_key(spec: ExperimentSpec) -> str:
     kinds={"python"},
     deps=[validated_measurements],
     pool="measurement",  # quality runs the same model on the same device
+    backfill_policy=partition_backfill_policy(),  # defs/fleet.py: one run for all partitions on one machine
 )
-def quality_scores(context: dg.AssetExecutionContext, experiments: ExperimentsResource) -> pd.DataFrame:
+def quality_scores(context: dg.AssetExecutionContext, experiments: ExperimentsResource) -> ByPartition:
     """Runs lm-eval (local task files shipped in the package) on the same model, quantization and
     framework that was measured. Random-weight configurations get no quality rows. Scores are shared
     between partitions that differ only in workload."""
-    from wattcounts_pipeline.quality.runner import evaluate_quality
+    return ByPartition({key: _partition_quality(context, key, experiments.spec(key))
+                        for key in context.partition_keys})
 
-    spec = experiments.spec(context.partition_key)
+
+def _partition_quality(context: dg.AssetExecutionContext, key: str, spec: ExperimentSpec) -> pd.DataFrame:
     contract = load_contract("quality")
     if spec.model.weights == "random" or not spec.quality.tasks:
-        context.add_output_metadata({"skipped": "random weights carry no quality" if spec.model.weights == "random"
-                                     else "no quality tasks in the spec"})
+        context.add_asset_metadata({"skipped": "random weights carry no quality" if spec.model.weights == "random"
+                                    else "no quality tasks in the spec"}, partition_key=key)
         return contract.empty_frame()
     cache = paths.subdir("quality_cache") / quality_key(spec)
     if cache.is_dir():
         frame = read_value(cache)
-        context.log.info(f"quality reused from {cache}")
+        context.log.info(f"{key}: quality reused from {cache}")
     else:
+        from wattcounts_pipeline.quality.runner import evaluate_quality  # lm-eval: only where scores are computed
+
         rows = evaluate_quality(
             framework=spec.framework, model_path=resolve_spec_model(spec)[0], quantization=spec.quantization,
             model_name=spec.model.name, model_revision=spec.model.revision, tasks=list(spec.quality.tasks),
             limit=spec.quality.limit, num_fewshot=spec.quality.num_fewshot, dtype=spec.dtype)
-        result = validate_table("quality", pd.DataFrame(rows), source=f"quality_scores[{context.partition_key}]")
+        result = validate_table("quality", pd.DataFrame(rows), source=f"quality_scores[{key}]")
         if not result.ok:
-            raise dg.Failure("quality rows break schemas/quality.yaml; nothing stored",
+            raise dg.Failure(f"{key}: quality rows break schemas/quality.yaml; nothing stored",
                              metadata={"failures": dg.MetadataValue.md(result.failures.to_markdown(index=False))})
         frame = result.valid
         write_value(cache, frame)
-    context.add_output_metadata({"scores": dg.MetadataValue.md(
-        frame[["task", "metric", "value", "stderr", "n_samples"]].to_markdown(index=False))})
+    context.add_asset_metadata({"scores": dg.MetadataValue.md(
+        frame[["task", "metric", "value", "stderr", "n_samples"]].to_markdown(index=False))}, partition_key=key)
     return frame

@@ -1,5 +1,6 @@
 """Resources and partitions shared by the stages."""
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -67,14 +68,16 @@ class ExperimentsResource(dg.ConfigurableResource):
         return [Path(f) for f in (self.files or default_experiment_files())]
 
     def specs(self) -> dict[str, ExperimentSpec]:
-        """Specs of every readable file; a broken file is logged and skipped so it cannot stall the others."""
-        specs: dict[str, ExperimentSpec] = {}
+        """Specs of every readable file; a broken file is logged and skipped so it cannot stall the others.
+        Parsed once per process while the files stay unchanged: a run over many partitions asks per partition."""
+        stamps = []
         for path in self.paths():
             try:
-                specs.update({k: s for k, s in load_experiments([path]).items() if k not in specs})
-            except SpecError as exc:
-                logger.error("skipping experiment file: %s", exc)
-        return specs
+                st = path.stat()
+                stamps.append((str(path), st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((str(path), 0, 0))  # loading it reports the missing file
+        return dict(_load_specs(tuple(stamps)))
 
     def measurable_specs(self) -> dict[str, ExperimentSpec]:
         """Specs this host can measure live, or whose rows were recorded elsewhere (GPU sweeps)."""
@@ -90,6 +93,17 @@ class ExperimentsResource(dg.ConfigurableResource):
             raise SpecError(f"partition {key!r} is in no readable experiment file "
                             f"({[str(p) for p in self.paths()]}; see the log for files skipped as broken)")
         return specs[key]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_specs(stamps: tuple[tuple[str, int, int], ...]) -> dict[str, ExperimentSpec]:
+    specs: dict[str, ExperimentSpec] = {}
+    for path, _, _ in stamps:
+        try:
+            specs.update({k: s for k, s in load_experiments([path]).items() if k not in specs})
+        except SpecError as exc:
+            logger.error("skipping experiment file: %s", exc)
+    return specs
 
 
 class MeterResource(dg.ConfigurableResource):

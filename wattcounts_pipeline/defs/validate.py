@@ -5,7 +5,8 @@ import pandas as pd
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.validation import ValidationResult, validate_table
-from wattcounts_pipeline.defs.io import write_value
+from wattcounts_pipeline.defs.fleet import partition_backfill_policy
+from wattcounts_pipeline.defs.io import BY_PARTITION, ByPartition, write_value
 from wattcounts_pipeline.defs.resources import experiment_partitions
 
 CHECKED_TABLES = ("runs", "requests")
@@ -23,30 +24,49 @@ def check_result(asset: str, result: ValidationResult) -> dg.AssetCheckResult:
                                metadata=metadata)
 
 
+def merged(table: str, results: dict[str, ValidationResult]) -> ValidationResult:
+    """One result for the partitions of a run (one check per step), failures named by partition."""
+    def frames(attr: str) -> pd.DataFrame:
+        parts = [getattr(r, attr).assign(partition=key) for key, r in results.items() if not getattr(r, attr).empty]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    if len(results) == 1:
+        return next(iter(results.values()))
+    return ValidationResult(table, frames("valid"), frames("quarantine"), frames("failures"))
+
+
 @dg.asset(
     partitions_def=experiment_partitions,
     group_name="validate",
     kinds={"pandas", "pandera"},
+    ins={"measurements": dg.AssetIn(metadata=BY_PARTITION)},
+    backfill_policy=partition_backfill_policy(),  # defs/fleet.py: one run for all partitions on one machine
     check_specs=[dg.AssetCheckSpec(f"{t}_contract", asset="validated_measurements", blocking=True,
                                    description=f"Every {t} row meets schemas/{t}.yaml and physical plausibility.")
                  for t in CHECKED_TABLES],
 )
-def validated_measurements(context: dg.AssetExecutionContext, measurements: dict[str, pd.DataFrame]):
+def validated_measurements(context: dg.AssetExecutionContext, measurements: ByPartition):
     """Validates run and request rows with the Pandera schemas built from `schemas/` plus physical
     plausibility (J/token = energy / tokens, power within idle/limit bounds, NVML rows carry
     temperatures and clocks). Failing rows go to the quarantine table with their reasons; the blocking
     checks fail when anything was quarantined, so bad rows never reach a release."""
-    valid: dict[str, pd.DataFrame] = {}
-    quarantine: dict[str, pd.DataFrame] = {}
-    checks = []
+    out = ByPartition()
+    results: dict[str, dict[str, ValidationResult]] = {t: {} for t in CHECKED_TABLES}
+    for key in context.partition_keys:
+        tables = measurements[key]
+        valid: dict[str, pd.DataFrame] = {}
+        quarantine: dict[str, pd.DataFrame] = {}
+        for table in CHECKED_TABLES:
+            result = validate_table(table, tables[table], source=f"measurements[{key}].{table}")
+            valid[table] = result.valid
+            if not result.ok:
+                quarantine[table] = result.quarantine.astype(str)
+            results[table][key] = result
+        if quarantine:
+            write_value(paths.subdir("quarantine") / key, quarantine)
+        valid["power_traces"] = tables.get("power_traces", pd.DataFrame())
+        context.add_asset_metadata({"quarantined_rows": sum(len(q) for q in quarantine.values())}, partition_key=key)
+        out[key] = valid
+    yield dg.Output(out)
     for table in CHECKED_TABLES:
-        result = validate_table(table, measurements[table], source=f"measurements[{context.partition_key}].{table}")
-        valid[table] = result.valid
-        if not result.ok:
-            quarantine[table] = result.quarantine.astype(str)
-        checks.append(check_result("validated_measurements", result))
-    if quarantine:
-        write_value(paths.subdir("quarantine") / context.partition_key, quarantine)
-    valid["power_traces"] = measurements.get("power_traces", pd.DataFrame())
-    yield dg.Output(valid, metadata={"quarantined_rows": sum(len(q) for q in quarantine.values())})
-    yield from checks
+        yield check_result("validated_measurements", merged(table, results[table]))

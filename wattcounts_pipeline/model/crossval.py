@@ -134,6 +134,10 @@ def cross_validate(rows: pd.DataFrame, feats: pd.DataFrame, coverage: float = DE
             continue
         folds += [(grouping, len(unique), groups == group) for group in unique]
     results = Parallel(n_jobs=n_jobs)(delayed(_held_out_fold)(rows, feats, test, coverage) for _, _, test in folds)
+    if n_jobs != 1:  # loky's idle workers live 300 s and the process waits for them at exit: a Dagster step
+        from joblib.externals.loky import get_reusable_executor  # would hold the next step back that long
+
+        get_reusable_executor().shutdown(wait=True)
     pooled: dict[tuple[str, int, str, str], list[tuple[np.ndarray, Prediction]]] = {}
     for (grouping, n_groups, _), result in zip(folds, results, strict=True):
         for target, name, y, pred in result:
