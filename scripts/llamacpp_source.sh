@@ -3,7 +3,7 @@
 #   .llama-src/llama.cpp-0.3.36-src.tar.xz  vendor/llama.cpp of the llama-cpp-python sdist, without models/,
 #                                           docs/, tests/, examples/ and the non-CUDA GPU backends (~6.8 MB)
 #   .llama/py/                              llama_cpp (the ctypes bindings), gguf (its gguf-py), diskcache
-# Both folders are git-ignored; name them in the device call's `carry` (.llama-src only to build).
+# Both folders are git-ignored (.gitignore); name them in the device call's `carry` (.llama-src only to build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=0.3.36
@@ -23,5 +23,5 @@ rm -rf .llama/py/llama_cpp .llama/py/gguf
 cp -r "$sdist/llama_cpp" "$sdist/vendor/llama.cpp/gguf-py/gguf" .llama/py/
 rm -rf .llama/py/llama_cpp/lib
 python3 -m zipfile -e "$tmp"/diskcache-*.whl .llama/py/
-grep -qx '/.llama/' .git/info/exclude 2>/dev/null || printf '/.llama/\n/.llama-src/\n' >> .git/info/exclude
+
 du -sh .llama-src .llama
