@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
-from wattcounts_pipeline.backends.llamacpp_server import build_info
+from wattcounts_pipeline.backends.llamacpp_server import build_info, framework_version
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
@@ -70,8 +70,7 @@ class LlamaCppBackend(InferenceBackend):
 
     def info(self) -> dict[str, Any]:
         build = build_info()
-        version = f"{self._version} (llama.cpp b{build['build_number']})" if build.get("build_number", "0") != "0" \
-            else self._version  # "0": built from the vendored source, which has no git metadata
+        version = framework_version(self._version, build)
         return {"framework_version": version, "device": "cpu" if not self.engine_args["n_gpu_layers"]
                 else "gpu", "engine_args": {**self.engine_args, **({"build": build} if build else {})}}
 

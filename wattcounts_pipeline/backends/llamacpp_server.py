@@ -51,6 +51,13 @@ def build_info() -> dict[str, Any]:
         raise BackendError(f"WATTCOUNTS_LLAMA_BUILD_INFO={path}: unreadable build info ({exc})") from exc
 
 
+def framework_version(bindings_version: str, build: dict[str, Any]) -> str:
+    """llama-cpp-python's version, plus the llama.cpp build number where the build knows it (a build from
+    the vendored source has no git metadata and says "0")."""
+    number = str(build.get("build_number", "0"))
+    return f"{bindings_version} (llama.cpp b{number})" if number != "0" else bindings_version
+
+
 class LlamaCppServerBackend(InferenceBackend):
     """Starts the server in load(), stops it in close(); a failed request stops it and raises with its log."""
 
@@ -144,8 +151,7 @@ class LlamaCppServerBackend(InferenceBackend):
 
     def info(self) -> dict[str, Any]:
         build = build_info()
-        version = f"{self._version} (llama.cpp b{build['build_number']})" if build.get("build_number", "0") != "0" \
-            else self._version  # "0": built from the vendored source, which has no git metadata
+        version = framework_version(self._version, build)
         return {"framework_version": version, "device": "cpu" if not self.engine_args.get("n_gpu_layers")
                 else "gpu", "engine_args": {**self.engine_args, "server": self.server_kind,
                                             "timeout_s": self.timeout_s, **({"build": build} if build else {})}}
