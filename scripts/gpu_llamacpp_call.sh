@@ -28,9 +28,12 @@ export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_I
 export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
 export PYTHONFAULTHANDLER=1  # a crash in native code prints the Python stack
 if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
+  { command -v python3; ldd "$prefix/bin/libllama.so"; } >> "$R/check.log" 2>&1
   for variant in ${WATTCOUNTS_CHECK_VARIANTS:-n_gpu_layers=99}; do  # e.g. "n_gpu_layers=0 split_mode=0,..."
     echo "=== variant $variant" >> "$R/check.log"
-    timeout 120 python3 scripts/llamacpp_gpu_check.py "${WATTCOUNTS_CHECK%%:*}" "${WATTCOUNTS_CHECK##*:}" 32 ${variant//,/ } >> "$R/check.log" 2>&1
+    debug=()  # a native backtrace and the loaded libraries where gdb exists, so a crash names its frame
+    command -v gdb >/dev/null && debug=(gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args)
+    timeout 120 "${debug[@]}" python3 scripts/llamacpp_gpu_check.py "${WATTCOUNTS_CHECK%%:*}" "${WATTCOUNTS_CHECK##*:}" 32 ${variant//,/ } >> "$R/check.log" 2>&1
     echo "check rc $?" >> "$R/check.log"
   done
 fi
