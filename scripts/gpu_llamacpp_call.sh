@@ -4,7 +4,8 @@
 # The build comes from .llama/llama-cuda-bin.tar.xz.part-* when a previous call returned it (carry `.llama`),
 # else it is built here from .llama-src/llama.cpp-0.3.36-src.tar.xz (carry `.llama-src`; ~5 min) and
 # returned in parts under $OUT. .llama/py holds the Python side: llama_cpp (bindings), gguf, diskcache.
-# WATTCOUNTS_SWEEP_ONLY: measure only keys containing it; WATTCOUNTS_CHECK=CONFIG:QUANT: a smoke check first.
+# WATTCOUNTS_SWEEP_ONLY: measure only keys containing it; WATTCOUNTS_CHECK=CONFIG:QUANT: an in-process smoke
+# check first (when it fails, the sweep measures only through llama-server).
 # Results: $OUT/NAME.tgz (the sweep folder, logs, env.txt). Nothing is changed on the card.
 set -u
 name=$1 seconds=$2
@@ -14,7 +15,8 @@ export PYTHONPATH=$PWD:$PWD/.llama/py PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORC
 R=$OUT/$name
 mkdir -p "$R"
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
-  grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version; } > "$R/env.txt" 2>&1
+  grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version
+  c++ --version | head -1; env | grep -E '^(CC|CXX|CFLAGS|CXXFLAGS|LDFLAGS|CUDAFLAGS|CMAKE_[A-Z_]+)=' ; } > "$R/env.txt" 2>&1
 prefix=/tmp/llama-cuda
 if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
   cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
@@ -34,7 +36,9 @@ if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
     debug=()  # a native backtrace and the loaded libraries where gdb exists, so a crash names its frame
     command -v gdb >/dev/null && debug=(gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args)
     timeout 120 "${debug[@]}" python3 scripts/llamacpp_gpu_check.py "${WATTCOUNTS_CHECK%%:*}" "${WATTCOUNTS_CHECK##*:}" 32 ${variant//,/ } >> "$R/check.log" 2>&1
-    echo "check rc $?" >> "$R/check.log"
+    rc=$?; echo "check rc $rc" >> "$R/check.log"
+    # A crash in-process would end the sweep with it: then measure only through llama-server.
+    [ "$rc" -ne 0 ] && export WATTCOUNTS_SWEEP_ONLY=${WATTCOUNTS_SWEEP_ONLY:-llamacpp-server}
   done
 fi
 recorded=()

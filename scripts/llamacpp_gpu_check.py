@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.backends.gguf_random import random_gguf
+from wattcounts_pipeline.backends.llamacpp_lib import load_llama_cpp
 
 
 def main() -> None:
@@ -23,8 +24,7 @@ def main() -> None:
              for k, v in (a.split("=", 1) for a in sys.argv[4:])}  # Llama() arguments to vary
     gguf_path = random_gguf(config, quantization, paths.subdir("cache", "models"))
     print("gguf", gguf_path, flush=True)
-    import llama_cpp
-
+    llama_cpp = load_llama_cpp()
     print("llama_cpp", llama_cpp.__version__, "gpu offload:", llama_cpp.llama_supports_gpu_offload(), flush=True)
     kwargs = {"n_gpu_layers": 99, "n_ctx": 512, **extra}
     print("Llama", kwargs, flush=True)

@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from wattcounts_pipeline.backends.llamacpp_lib import load_llama_cpp
 from wattcounts_pipeline.core.errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def gguf_file_type(path: Path) -> str:
 
 def requantize(source: Path, quantization: str, cache_dir: Path) -> Path:
     """`source` re-quantized to `quantization`, cached in `cache_dir` and written atomically."""
-    import llama_cpp
+    llama_cpp = load_llama_cpp()
 
     native = gguf_file_type(source)
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantization.upper()}", None)

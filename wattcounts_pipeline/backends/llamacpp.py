@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.llamacpp_lib import load_llama_cpp
 from wattcounts_pipeline.backends.llamacpp_server import build_info, framework_version
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
@@ -29,7 +30,7 @@ class LlamaCppBackend(InferenceBackend):
         self.llm: Any = None
 
     def load(self) -> None:
-        import llama_cpp
+        llama_cpp = load_llama_cpp()
 
         if not Path(self.model_path).is_file():
             raise BackendError(f"llama.cpp: GGUF file not found: {self.model_path}")

@@ -26,6 +26,7 @@ from typing import Any
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.llamacpp_lib import load_llama_cpp
 from wattcounts_pipeline.backends.openai_compat import Completion, CompletionClient
 from wattcounts_pipeline.backends.server import ManagedServer
 from wattcounts_pipeline.core.errors import BackendError
@@ -86,7 +87,7 @@ class LlamaCppServerBackend(InferenceBackend):
         self.client: CompletionClient | None = None
 
     def load(self) -> None:
-        import llama_cpp
+        llama_cpp = load_llama_cpp()
 
         if not Path(self.model_path).is_file():
             raise BackendError(f"llama.cpp server: GGUF file not found: {self.model_path}")

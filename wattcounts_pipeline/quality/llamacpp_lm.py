@@ -25,14 +25,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import llama_cpp
 import numpy as np
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from wattcounts_pipeline.backends.llamacpp_lib import load_llama_cpp
 from wattcounts_pipeline.core.errors import QualityError
+
+llama_cpp = load_llama_cpp()
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
