@@ -11,7 +11,15 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
-from wattcounts_pipeline.backends.gguf_random import FILE_TYPES, Shape, plan, random_gguf, write_random_gguf  # noqa: E402
+from wattcounts_pipeline.backends.gguf_random import (  # noqa: E402
+    FILE_TYPES,
+    Shape,
+    decode_step_bytes,
+    plan,
+    random_gguf,
+    tensor_bytes,
+    write_random_gguf,
+)
 from wattcounts_pipeline.core.errors import BackendError  # noqa: E402
 
 # Small shapes with rows a multiple of 256 (K-quant blocks) and 16 layers, so the layer rules (first 1/16,
@@ -51,6 +59,21 @@ def test_plan_matches_llama_cpp_quantizer(tmp_path: Path, arch: str) -> None:
         reference = _quantize(f16, quantization, tmp_path / f"{arch}-{quantization}-ref.gguf")
         planned = {t.name: t.type for t in plan(shape, quantization)}
         assert planned == reference, quantization
+
+
+@pytest.mark.parametrize("arch", sorted(SHAPES))
+def test_planned_bytes_are_the_bytes_written(tmp_path: Path, arch: str) -> None:
+    # The roofline's numerator comes from the plan: it must be the tensor data the file holds.
+    config = _config(tmp_path, arch)
+    shape = Shape.from_config(config)
+    for quantization in ("F16", "Q8_0", "Q4_K_M", "Q2_K"):
+        path = write_random_gguf(config, quantization, tmp_path / f"{quantization}.gguf")
+        written = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors}
+        planned = {t.name: tensor_bytes(t) for t in plan(shape, quantization)}
+        assert planned == written, quantization
+        embd = written["token_embd.weight"]
+        gathered = embd if shape.tied else embd // shape.n_vocab
+        assert decode_step_bytes(shape, quantization) == sum(written.values()) - embd + gathered
 
 
 @pytest.mark.parametrize("arch", sorted(SHAPES))

@@ -188,6 +188,25 @@ def plan(shape: Shape, quantization: str) -> list[Tensor]:
     return out
 
 
+def tensor_bytes(t: Tensor) -> int:
+    """Bytes of `t` in the file: whole blocks of its type along the row."""
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.type]]
+    rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if len(t.shape) > 1 else 1
+    return rows * (t.shape[-1] // block) * size
+
+
+def decode_step_bytes(shape: Shape, quantization: str) -> int:
+    """Weight bytes one batch-1 decode step reads: every tensor, but of an untied input-embedding table only the
+    row it gathers (a tied table is the output projection too, read whole): the numerator of the memory roofline."""
+    total = 0
+    for t in plan(shape, quantization):
+        b = tensor_bytes(t)
+        total += b // t.shape[0] if t.name == "token_embd.weight" and not shape.tied else b
+    return total
+
+
 def _pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
     """A buffer of whole blocks of `type_name` (bytes), every scale field set to SCALE_F16."""
     import gguf
