@@ -3,7 +3,7 @@ bit-for-bit check of a storage change (`measurements_roundtrip.py` is the table-
 
 Usage:  python benchmarks/recorded_release.py OUT_DIR > checksums.txt
 Every configuration recorded under data/measurements/ goes the way the default pipeline takes it: the rows
-`find_recorded` serves the `measurements` asset, `validate_table` for runs and requests (as
+`find_recorded` serves the `measurements` asset, `validate_partitions` for runs and requests (as
 `validated_measurements`), `collect_tables`'s concatenation, `aggregate` and `build_release`, without the
 CPU partitions (measured live, never the same twice), quality scores or submissions. Run it with the code
 and data before a change and after; identical output means the release tables are byte-identical.
@@ -12,38 +12,60 @@ and data before a change and after; identical output means the release tables ar
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from wattcounts_pipeline.aggregate import aggregate
 from wattcounts_pipeline.core.contracts import load_contract
-from wattcounts_pipeline.core.validation import validate_table
+from wattcounts_pipeline.core.validation import validate_partitions
 from wattcounts_pipeline.hub.release import build_release
 from wattcounts_pipeline.sweep import done_keys, find_recorded
 
 ROOT = Path("data") / "measurements"
 
 
-def main() -> int:
-    out = Path(sys.argv[1])
-    folders = sorted(p for p in ROOT.iterdir() if p.is_dir())
+def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1") -> tuple[Path, dict[str, object]]:
+    """The release of every configuration recorded in `folders`, the way the pipeline builds it, and the
+    seconds of each stage (`index`: which keys exist; `serve`: `find_recorded` per key, as the `measurements`
+    asset does per partition; `validate` per key; `aggregate`; `release`) with the row counts."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
     keys = sorted(set().union(*(done_keys(f) for f in folders)))
-    parts: dict[str, list[pd.DataFrame]] = {"runs": [], "requests": [], "power_traces": []}
+    timings["index_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    served = {key: find_recorded(key, folders)[1] for key in keys}
+    timings["serve_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    parts: dict[str, list[pd.DataFrame]] = {"power_traces": [served[k]["power_traces"] for k in keys]}
     quarantined = 0
-    for key in keys:
-        _, tables = find_recorded(key, folders)
-        for name in ("runs", "requests"):
-            result = validate_table(name, tables[name], source=f"measurements[{key}].{name}")
-            quarantined += len(result.quarantine) if result.quarantine is not None else 0
-            parts[name].append(result.valid)
-        parts["power_traces"].append(tables["power_traces"])
+    for name in ("runs", "requests"):  # as `validated_measurements` does for the partitions of a run
+        results = validate_partitions(name, {k: served[k][name] for k in keys},
+                                      {k: f"measurements[{k}].{name}" for k in keys})
+        quarantined += sum(len(r.quarantine) for r in results.values())
+        parts[name] = [r.valid for r in results.values()]
+    timings["validate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     tables = {name: pd.concat([p for p in frames if not p.empty], ignore_index=True) for name, frames in parts.items()}
     tables["quality"] = load_contract("quality").empty_frame()
     tables["configurations"] = aggregate(tables["runs"], tables["requests"], tables["quality"])
-    folder = build_release(tables, "0.0.1", out)
-    print(f"# {len(keys)} configurations, quarantined rows {quarantined}, "
-          + ", ".join(f"{n} {len(f)}" for n, f in tables.items()))
+    timings["aggregate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    folder = build_release(tables, version, out)
+    timings["release_s"] = time.perf_counter() - t
+    stats: dict[str, object] = {"configurations": len(keys), "quarantined_rows": quarantined,
+                                **{f"{n}_rows": len(f) for n, f in tables.items()},
+                                **{k: round(v, 2) for k, v in timings.items()}}
+    return folder, stats
+
+
+def main() -> int:
+    folders = sorted(p for p in ROOT.iterdir() if p.is_dir())
+    folder, stats = release_from_folders(folders, Path(sys.argv[1]))
+    print(f"# {stats['configurations']} configurations, quarantined rows {stats['quarantined_rows']}, "
+          + ", ".join(f"{n} {stats[f'{n}_rows']}" for n in ("runs", "requests", "power_traces", "quality",
+                                                             "configurations")))
     print((folder / "checksums.sha256").read_text(), end="")
     return 0
 

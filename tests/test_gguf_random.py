@@ -11,7 +11,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 gguf = pytest.importorskip("gguf")
 
-from wattcounts_pipeline.backends.gguf_random import (  # noqa: E402
+from wattcounts_pipeline.backends.gguf_random import (
     FILE_TYPES,
     Shape,
     decode_step_bytes,
@@ -20,7 +20,7 @@ from wattcounts_pipeline.backends.gguf_random import (  # noqa: E402
     tensor_bytes,
     write_random_gguf,
 )
-from wattcounts_pipeline.core.errors import BackendError  # noqa: E402
+from wattcounts_pipeline.core.errors import BackendError
 
 # Small shapes with rows a multiple of 256 (K-quant blocks) and 16 layers, so the layer rules (first 1/16,
 # first/last 1/8, every third) all apply; GQA 4 for llama (attn_v rules differ at n_gqa >= 4).

@@ -112,3 +112,51 @@ def test_every_contract_builds_and_documents_every_column(table: str) -> None:
         assert column.description
     assert set(contract.hf_features()) == set(contract.column_names)
     assert not math.isnan(contract.version)
+
+
+def _partitions(folder: str) -> dict[str, dict[str, pd.DataFrame]]:
+    from pathlib import Path
+
+    from wattcounts_pipeline.sweep_store import load_sweep
+
+    tables = load_sweep(Path("data/measurements") / folder)
+    keys = tables["runs"]["configuration_id"].unique()
+    return {name: {k: tables[name][tables[name]["configuration_id"] == k] for k in keys}
+            for name in ("runs", "requests")}
+
+
+def _assert_same(a, b) -> None:
+    pd.testing.assert_frame_equal(a.valid, b.valid)
+    pd.testing.assert_frame_equal(a.quarantine, b.quarantine)
+    pd.testing.assert_frame_equal(a.failures.astype(str), b.failures.astype(str))
+
+
+@pytest.mark.parametrize("folder", ["h200-2026-12-02-llamacpp-call6", "h200x4-2026-11-26-s2-call3"])
+def test_validate_partitions_gives_what_validate_table_gives_each_partition(folder: str) -> None:
+    # Real recorded partitions, plus the failures a partition can carry: a bad row, an extra column
+    # (another layout, condemned whole), a missing one, and an empty partition.
+    from wattcounts_pipeline.core.validation import validate_partitions
+
+    for name, frames in _partitions(folder).items():
+        keys = list(frames)
+        column = "energy_j" if name == "runs" else "ttft_s"
+        bad = frames[keys[1]].copy()
+        bad.iloc[0, bad.columns.get_loc(column)] = -1.0
+        frames[keys[1]] = bad
+        frames[keys[2]] = frames[keys[2]].assign(extra=1)
+        frames[keys[3]] = frames[keys[3]].drop(columns=[column])
+        frames["empty"] = frames[keys[0]].iloc[:0]
+        sources = {k: f"measurements[{k}].{name}" for k in frames}
+        together = validate_partitions(name, frames, sources)
+        assert list(together) == list(frames)
+        for key, frame in frames.items():
+            _assert_same(together[key], validate_table(name, frame, sources[key]))
+        assert len(together[keys[1]].quarantine) == 1 and "row 0, field " + column in together[keys[1]].quarantine["reason"][0]
+        assert together[keys[2]].valid.empty and together[keys[3]].valid.empty and together[keys[0]].ok
+
+
+def test_validate_partitions_catches_a_run_id_repeated_in_another_partition() -> None:
+    from wattcounts_pipeline.core.validation import validate_partitions
+
+    results = validate_partitions("runs", {"a": pd.DataFrame([run_row()]), "b": pd.DataFrame([run_row()])})
+    assert results["a"].ok and list(results["b"].quarantine["row"]) == [0]

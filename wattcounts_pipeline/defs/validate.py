@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.core.validation import ValidationResult, validate_table
+from wattcounts_pipeline.core.validation import ValidationResult, validate_partitions
 from wattcounts_pipeline.defs.fleet import partition_backfill_policy
 from wattcounts_pipeline.defs.io import BY_PARTITION, ByPartition, write_value
 from wattcounts_pipeline.defs.resources import experiment_partitions
@@ -51,17 +51,19 @@ def validated_measurements(context: dg.AssetExecutionContext, measurements: ByPa
     temperatures and clocks). Failing rows go to the quarantine table with their reasons; the blocking
     checks fail when anything was quarantined, so bad rows never reach a release."""
     out = ByPartition()
-    results: dict[str, dict[str, ValidationResult]] = {t: {} for t in CHECKED_TABLES}
-    for key in context.partition_keys:
+    keys = list(context.partition_keys)
+    results = {table: validate_partitions(table, {key: measurements[key][table] for key in keys},
+                                          {key: f"measurements[{key}].{table}" for key in keys})
+               for table in CHECKED_TABLES}  # one Pandera pass per table for all partitions of the run
+    for key in keys:
         tables = measurements[key]
         valid: dict[str, pd.DataFrame] = {}
         quarantine: dict[str, pd.DataFrame] = {}
         for table in CHECKED_TABLES:
-            result = validate_table(table, tables[table], source=f"measurements[{key}].{table}")
+            result = results[table][key]
             valid[table] = result.valid
             if not result.ok:
                 quarantine[table] = result.quarantine.astype(str)
-            results[table][key] = result
         if quarantine:
             write_value(paths.subdir("quarantine") / key, quarantine)
         valid["power_traces"] = tables.get("power_traces", pd.DataFrame())

@@ -127,10 +127,12 @@ def _write_release(folder: Path, frames: dict[str, pd.DataFrame], contracts: dic
 def write_parquet(frame: pd.DataFrame, contract: Contract, path: Path) -> int:
     """Parquet with exactly the contract's Arrow types (the card's features), no pandas index or metadata.
 
-    Returns the table's in-memory Arrow size in bytes.
+    Returns the table's in-memory Arrow size in bytes, counted over one chunk per column: how the frame was
+    concatenated (string columns keep their chunks) must not change the card.
     """
     schema = pa.schema([pa.field(c.name, ARROW_TYPES[c.dtype], nullable=True) for c in contract.columns])
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False).replace_schema_metadata(None)
+    table = (pa.Table.from_pandas(frame, schema=schema, preserve_index=False).replace_schema_metadata(None)
+             .combine_chunks())
     pq.write_table(table, path)
     return table.nbytes
 

@@ -60,10 +60,33 @@ ANCHORS = {"tpot_p50_s": "phys_tpot_s", "ttft_p50_s": "phys_ttft_s", "tokens_per
            "energy_per_token_net_j": "phys_energy_net_j", "energy_per_token_j": "phys_energy_j"}
 
 
-def factor_levels(feats: pd.DataFrame) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Levels:
+    """One factor's level per row, as the sorted distinct levels and each row's index into them.
+
+    Why: the fit evaluates the model tens of thousands of times; looking each row's level up by name made
+    those evaluations grow with rows × evaluations in Python, while an index is one numpy gather."""
+
+    names: np.ndarray
+    codes: np.ndarray
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> Levels:
+        names, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+        return cls(names, codes)
+
+    def take(self, mask: np.ndarray) -> Levels:
+        """The levels of the rows in `mask` (only the levels those rows have)."""
+        return Levels.of(self.names[self.codes[mask]])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def factor_levels(feats: pd.DataFrame) -> dict[str, Levels]:
     """Each row's level of every factor: its hardware, and its engine setup (framework / mode)."""
-    return {"hardware": feats["hardware_key"].astype(str).to_numpy(),
-            "setup": (feats["framework"].astype(str) + "/" + feats["mode"].astype(str)).to_numpy()}
+    return {"hardware": Levels.of(feats["hardware_key"].astype(str).to_numpy()),
+            "setup": Levels.of((feats["framework"].astype(str) + "/" + feats["mode"].astype(str)).to_numpy())}
 
 
 @dataclass(frozen=True)
@@ -73,11 +96,12 @@ class ParamSet:
     globals_: dict[str, float]
     factors: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # param -> factor -> level -> δ
 
-    def values(self, name: str, levels: dict[str, np.ndarray]) -> np.ndarray:
+    def values(self, name: str, levels: dict[str, Levels]) -> np.ndarray:
         n = len(next(iter(levels.values())))
         out = np.full(n, self.globals_[name])
         for factor, deltas in self.factors.get(name, {}).items():
-            out = out + np.array([deltas.get(level, 0.0) for level in levels[factor]])
+            lv = levels[factor]
+            out = out + np.array([deltas.get(level, 0.0) for level in lv.names])[lv.codes]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +126,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def predict_times(params: ParamSet, feats: pd.DataFrame, levels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def predict_times(params: ParamSet, feats: pd.DataFrame, levels: dict[str, Levels]) -> dict[str, np.ndarray]:
     v = {name: params.values(name, levels) for name in TIME_PARAMS}
     layers = feats["num_layers"].to_numpy(float)
     overhead = np.exp(v["log_overhead_per_layer_s"]) * (layers + np.exp(v["log_overhead_layers0"]))
@@ -119,7 +143,7 @@ def predict_times(params: ParamSet, feats: pd.DataFrame, levels: dict[str, np.nd
     return {"tpot": tpot, "ttft": ttft, "run_s": run_s, "tokens_per_s": batch * n_out / run_s}
 
 
-def _net_energy(params: ParamSet, feats: pd.DataFrame, levels: dict[str, np.ndarray],
+def _net_energy(params: ParamSet, feats: pd.DataFrame, levels: dict[str, Levels],
                 run_s: np.ndarray) -> np.ndarray:
     """Idle-subtracted energy per output token (J)."""
     v = {name: params.values(name, levels) for name in ENERGY_PARAMS}
@@ -133,7 +157,7 @@ def _net_energy(params: ParamSet, feats: pd.DataFrame, levels: dict[str, np.ndar
     return joules / tokens
 
 
-def _fit_params(spec: dict[str, tuple[float, tuple[str, ...]]], levels: dict[str, np.ndarray],
+def _fit_params(spec: dict[str, tuple[float, tuple[str, ...]]], levels: dict[str, Levels],
                 residuals: Any, init: dict[str, float] | None = None) -> ParamSet:
     """Least squares over the globals and the shrunk factors of `spec`; `residuals(ParamSet)` gives log errors."""
     from scipy.optimize import least_squares  # training only
@@ -142,7 +166,7 @@ def _fit_params(spec: dict[str, tuple[float, tuple[str, ...]]], levels: dict[str
     slots: list[tuple[str, str | None, str | None]] = [(n, None, None) for n in names]
     for n in names:
         for factor in spec[n][1]:
-            slots += [(n, factor, level) for level in sorted(set(levels[factor]))]
+            slots += [(n, factor, str(level)) for level in levels[factor].names]
     x0 = np.array([(init or {}).get(n, spec[n][0]) if f is None else 0.0 for n, f, _ in slots])
     is_factor = np.array([f is not None for _, f, _ in slots])
 
@@ -233,7 +257,7 @@ def fit_physics(rows: pd.DataFrame, feats: pd.DataFrame, energy_rows: np.ndarray
     default = IDLE_FRACTION_OF_TDP
     if energy_rows.any():
         y_net = _log_target(rows, "energy_per_token_net_j")
-        sub = {k: v[energy_rows] for k, v in levels.items()}
+        sub = {k: v.take(energy_rows) for k, v in levels.items()}
         f_sub, run_sub, y_sub = feats[energy_rows], run_s[energy_rows], y_net[energy_rows]
 
         def energy_residuals(params: ParamSet) -> np.ndarray:
