@@ -29,7 +29,8 @@ ROOT = Path("data") / "measurements"
 def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1") -> tuple[Path, dict[str, object]]:
     """The release of every configuration recorded in `folders`, the way the pipeline builds it, and the
     seconds of each stage (`index`: which keys exist; `serve`: `find_recorded` per key, as the `measurements`
-    asset does per partition; `validate` per key; `aggregate`; `release`) with the row counts."""
+    asset does per partition; `validate`: `validate_partitions` over all keys; `aggregate`;
+    `release`) with the row counts."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     keys = sorted(set().union(*(done_keys(f) for f in folders)))

@@ -12,7 +12,7 @@ stored sweep folders of packed parquet in a temporary directory. They are never 
 the predictor are written into that directory and removed with it.
 
 Each size runs in its own process (so peak memory is that size's) through `recorded_release.release_from_folders`
-(the per-key path the `measurements` and `validated_measurements` assets take) and `model.release.train`.
+(the path the `measurements` and `validated_measurements` assets take) and `model.release.train`.
 Figures go to `benchmarks/results/scale_recorded.json` with the commit and the machine.
 """
 

@@ -132,7 +132,8 @@ def validate_partitions(name: str, frames: Mapping[str, pd.DataFrame], sources: 
         starts = np.concatenate([[0], np.cumsum(lengths)])
         whole, coerced, failures = _check(name, contract, pd.concat([frames[k] for k in keys], ignore_index=True))
         bad_rows = _bad_rows(failures)
-        table_level = failures["row"].isna()
+        rows = failures["row"]
+        table_level = rows.isna()
         if not table_level.any():
             kept = coerced.drop(index=bad_rows) if bad_rows else coerced
             valid = contract.conform(kept).reset_index(drop=True)
@@ -141,7 +142,6 @@ def validate_partitions(name: str, frames: Mapping[str, pd.DataFrame], sources: 
         for i, key in enumerate(keys):
             lo, hi = int(starts[i]), int(starts[i + 1])
             frame = whole.iloc[lo:hi].reset_index(drop=True)
-            rows = failures["row"]
             mine = failures[table_level | ((rows >= lo) & (rows < hi))].reset_index(drop=True)
             located = mine["row"].notna()
             mine.loc[located, "row"] = mine.loc[located, "row"] - lo
