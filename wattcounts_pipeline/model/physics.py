@@ -126,32 +126,42 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def predict_times(params: ParamSet, feats: pd.DataFrame, levels: dict[str, Levels]) -> dict[str, np.ndarray]:
+COLUMNS = ("num_layers", "batch_size", "output_tokens", "tdp_w", "decode_memory_s", "decode_compute_s",
+           "prefill_memory_s", "prefill_compute_s")
+
+
+def feature_arrays(feats: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The feature columns the physics reads, as float arrays.
+
+    Why: the fit evaluates the model tens of thousands of times; reading pandas columns in each evaluation
+    cost more than the arithmetic."""
+    return {c: feats[c].to_numpy(float) for c in COLUMNS}
+
+
+def predict_times(params: ParamSet, feats: dict[str, np.ndarray], levels: dict[str, Levels]) -> dict[str, np.ndarray]:
     v = {name: params.values(name, levels) for name in TIME_PARAMS}
-    layers = feats["num_layers"].to_numpy(float)
+    layers = feats["num_layers"]
     overhead = np.exp(v["log_overhead_per_layer_s"]) * (layers + np.exp(v["log_overhead_layers0"]))
     q = 1.0 + np.exp(v["log_q_minus_1"])
     eta_m, eta_c, eta_p = (_sigmoid(v[f"logit_eta_{k}"]) for k in ("memory", "compute", "prefill"))
-    decode = _smax(feats["decode_memory_s"].to_numpy(float) / eta_m,
-                   feats["decode_compute_s"].to_numpy(float) / eta_c, SMOOTH_MAX_P)
-    prefill = _smax(feats["prefill_memory_s"].to_numpy(float) / eta_m,
-                    feats["prefill_compute_s"].to_numpy(float) / eta_p, SMOOTH_MAX_P)
+    decode = _smax(feats["decode_memory_s"] / eta_m, feats["decode_compute_s"] / eta_c, SMOOTH_MAX_P)
+    prefill = _smax(feats["prefill_memory_s"] / eta_m, feats["prefill_compute_s"] / eta_p, SMOOTH_MAX_P)
     tpot = _smax(overhead, decode, q)
     ttft = _smax(overhead * np.exp(v["log_prefill_overhead_ratio"]), prefill, q)
-    batch, n_out = feats["batch_size"].to_numpy(float), feats["output_tokens"].to_numpy(float)
+    batch, n_out = feats["batch_size"], feats["output_tokens"]
     run_s = ttft + np.maximum(n_out - 1, 0) * tpot
     return {"tpot": tpot, "ttft": ttft, "run_s": run_s, "tokens_per_s": batch * n_out / run_s}
 
 
-def _net_energy(params: ParamSet, feats: pd.DataFrame, levels: dict[str, Levels],
+def _net_energy(params: ParamSet, feats: dict[str, np.ndarray], levels: dict[str, Levels],
                 run_s: np.ndarray) -> np.ndarray:
     """Idle-subtracted energy per output token (J)."""
     v = {name: params.values(name, levels) for name in ENERGY_PARAMS}
-    steps = np.maximum(feats["output_tokens"].to_numpy(float) - 1, 0)
-    memory_s = feats["prefill_memory_s"].to_numpy(float) + steps * feats["decode_memory_s"].to_numpy(float)
-    compute_s = feats["prefill_compute_s"].to_numpy(float) + steps * feats["decode_compute_s"].to_numpy(float)
-    tokens = feats["batch_size"].to_numpy(float) * feats["output_tokens"].to_numpy(float)
-    joules = feats["tdp_w"].to_numpy(float) * (np.exp(v["log_k_memory"]) * memory_s
+    steps = np.maximum(feats["output_tokens"] - 1, 0)
+    memory_s = feats["prefill_memory_s"] + steps * feats["decode_memory_s"]
+    compute_s = feats["prefill_compute_s"] + steps * feats["decode_compute_s"]
+    tokens = feats["batch_size"] * feats["output_tokens"]
+    joules = feats["tdp_w"] * (np.exp(v["log_k_memory"]) * memory_s
                                                + np.exp(v["log_k_compute"]) * compute_s
                                                + np.exp(v["log_k_time"]) * run_s)
     return joules / tokens
@@ -211,11 +221,11 @@ class Physics:
 
     def anchors(self, feats: pd.DataFrame) -> pd.DataFrame:
         """The physics prediction of every target, one `phys_*` column each (see ANCHORS)."""
-        levels = factor_levels(feats)
-        t = predict_times(self.time, feats, levels)
+        levels, cols = factor_levels(feats), feature_arrays(feats)
+        t = predict_times(self.time, cols, levels)
         out = {"phys_tpot_s": t["tpot"], "phys_ttft_s": t["ttft"], "phys_tokens_per_s": t["tokens_per_s"]}
         if self.energy is not None:
-            net = _net_energy(self.energy, feats, levels, t["run_s"])
+            net = _net_energy(self.energy, cols, levels, t["run_s"])
             fraction = np.array([self.idle_fraction.get(h, self.idle_fraction_default)
                                  for h in feats["hardware_key"]])
             idle_w = fraction * feats["tdp_w"].to_numpy(float)
@@ -241,24 +251,25 @@ class Physics:
 def fit_physics(rows: pd.DataFrame, feats: pd.DataFrame, energy_rows: np.ndarray) -> Physics:
     """Fit the time model on every row with measured times, then the energy model on `energy_rows` (a mask of
     rows whose energy is measured), and take each device's idle power (median of its rows) relative to TDP."""
-    levels = factor_levels(feats)
+    levels, cols = factor_levels(feats), feature_arrays(feats)
     y = {k: _log_target(rows, k) for k in ("tpot_p50_s", "ttft_p50_s", "tokens_per_s")}
 
     def time_residuals(params: ParamSet) -> np.ndarray:
-        t = predict_times(params, feats, levels)
+        t = predict_times(params, cols, levels)
         r = [np.log(t["tpot"]) - y["tpot_p50_s"], np.log(t["ttft"]) - y["ttft_p50_s"],
              np.log(t["tokens_per_s"]) - y["tokens_per_s"]]
         return np.concatenate([v[np.isfinite(v)] for v in r])
 
     time = _fit_params(TIME_PARAMS, levels, time_residuals)
-    run_s = predict_times(time, feats, levels)["run_s"]
+    run_s = predict_times(time, cols, levels)["run_s"]
     energy = None
     idle_fraction: dict[str, float] = {}
     default = IDLE_FRACTION_OF_TDP
     if energy_rows.any():
         y_net = _log_target(rows, "energy_per_token_net_j")
         sub = {k: v.take(energy_rows) for k, v in levels.items()}
-        f_sub, run_sub, y_sub = feats[energy_rows], run_s[energy_rows], y_net[energy_rows]
+        f_sub = {c: v[energy_rows] for c, v in cols.items()}
+        run_sub, y_sub = run_s[energy_rows], y_net[energy_rows]
 
         def energy_residuals(params: ParamSet) -> np.ndarray:
             r = np.log(_net_energy(params, f_sub, sub, run_sub)) - y_sub
