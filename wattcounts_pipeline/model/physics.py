@@ -161,9 +161,8 @@ def _net_energy(params: ParamSet, feats: dict[str, np.ndarray], levels: dict[str
     memory_s = feats["prefill_memory_s"] + steps * feats["decode_memory_s"]
     compute_s = feats["prefill_compute_s"] + steps * feats["decode_compute_s"]
     tokens = feats["batch_size"] * feats["output_tokens"]
-    joules = feats["tdp_w"] * (np.exp(v["log_k_memory"]) * memory_s
-                                               + np.exp(v["log_k_compute"]) * compute_s
-                                               + np.exp(v["log_k_time"]) * run_s)
+    joules = feats["tdp_w"] * (np.exp(v["log_k_memory"]) * memory_s + np.exp(v["log_k_compute"]) * compute_s
+                               + np.exp(v["log_k_time"]) * run_s)
     return joules / tokens
 
 
@@ -228,8 +227,8 @@ class Physics:
             net = _net_energy(self.energy, cols, levels, t["run_s"])
             fraction = np.array([self.idle_fraction.get(h, self.idle_fraction_default)
                                  for h in feats["hardware_key"]])
-            idle_w = fraction * feats["tdp_w"].to_numpy(float)
-            tokens = feats["batch_size"].to_numpy(float) * feats["output_tokens"].to_numpy(float)
+            idle_w = fraction * cols["tdp_w"]
+            tokens = cols["batch_size"] * cols["output_tokens"]
             out |= {"phys_energy_net_j": net, "phys_energy_j": net + idle_w * t["run_s"] / tokens}
         else:
             nan = np.full(len(feats), np.nan)
