@@ -27,5 +27,5 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   $PIP install -q "llama-cpp-python[server]==$LLAMA_VERSION"   # its pure-Python dependencies and server
 fi
 
-$PIP install -q -e ".[llamacpp,hf,eval,dev,fleet]"
+$PIP install -q -e ".[llamacpp,hf,eval,dev,fleet,quant]"
 echo "setup done: $(.venv/bin/python -c 'import dagster, llama_cpp, torch; print("dagster", dagster.__version__, "| llama_cpp", llama_cpp.__version__, "| torch", torch.__version__)')"

@@ -6,7 +6,8 @@ torch.compile into CUDA graphs; "capture", the same loop with the eager step rec
 (no compiler: aten's kernels, seconds to prepare instead of minutes). Both graph modes decode through
 backends/static_decode.py without waiting on the host between steps, on one GPU. Compiling and recording
 happen during warm-up, outside every window.
-Quantization `FP8` swaps the linears for FP8 ones (backends/fp8.py). `parallelism: pipeline` with
+Quantization `FP8` swaps the linears for the project's FP8 ones (backends/fp8.py); `torchao-*` and `bnb-*`
+are torchao's and bitsandbytes' formats, applied as their users apply them (backends/quantizers.py). `parallelism: pipeline` with
 `gpus: N` splits the decoder layers evenly over N GPUs (accelerate's dispatch hooks move activations),
 which is how a 70B model in bf16 fits on 4 × 80 GB.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wattcounts_pipeline.backends.base import DTYPE_ALIASES, HFTokenizerMixin, InferenceBackend, Prompt, RequestResult
+from wattcounts_pipeline.backends.quantizers import apply_torchao, bnb_config, bnb_info, library, random_checkpoint
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 
@@ -39,6 +41,11 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
             raise BackendError(f"transformers: compile {self.compile!r} runs on one GPU only "
                                f"(parallelism {spec.parallelism!r}); use compile true or false")
         self.device_name = str(args.get("device", "auto"))
+        self.quantizer = library(spec.quantization)
+        if self.quantizer and spec.parallelism != "none":
+            raise BackendError(f"transformers: quantization {spec.quantization!r} runs on one device only "
+                               f"(parallelism {spec.parallelism!r})")
+        self.quant_info: dict[str, Any] = {}
         self.model: Any = None
         self.tokenizer: Any = None
         self.decoder: Any = None
@@ -81,6 +88,10 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
                 device = devices[0]
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self._tokenizer_path(path) if self.spec.model.weights == "random" else path)
+            elif self.quantizer == "bitsandbytes":
+                self.model = self._load_bnb(path, dtype, device)
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    self._tokenizer_path(path) if self.spec.model.weights == "random" else path)
             elif self.spec.model.weights == "random":
                 config = AutoConfig.from_pretrained(path)
                 torch.manual_seed(0)
@@ -104,6 +115,9 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
 
             self.fp8_linears = quantize_model_fp8(self.model)
             logger.info("FP8: %d linears quantized", self.fp8_linears)
+        elif self.quantizer == "torchao":
+            self.quant_info = apply_torchao(self.model, self.spec.quantization)
+            logger.info("torchao %s: %d linears", self.spec.quantization, self.quant_info["quantized_linears"])
         self.device = device
         if self.compile in GRAPH_MODES:
             from wattcounts_pipeline.backends.static_decode import StaticDecoder
@@ -114,6 +128,21 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         self._versions = {"framework_version": transformers.__version__, "torch_version": torch.__version__}
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+
+    def _load_bnb(self, path: Path, dtype: Any, device: str) -> Any:
+        """Load with a BitsAndBytesConfig, as Hugging Face users do; random weights are saved as a checkpoint
+        once first (bitsandbytes quantizes while loading)."""
+        from transformers import AutoModelForCausalLM
+
+        from wattcounts_pipeline import paths
+
+        if self.spec.model.weights == "random":
+            path = random_checkpoint(path, dtype, paths.subdir("cache", "random-checkpoints"))
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, device_map=device,
+            quantization_config=bnb_config(self.spec.quantization, dtype))
+        self.quant_info = bnb_info(model, self.spec.quantization)
+        return model
 
     def _tokenizer_path(self, path: Path) -> Path:
         """The spec's tokenizer folder (relative to the checkout if needed), else the model folder."""
@@ -190,6 +219,7 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         if self.spec.parallelism != "none":
             args.update(parallelism=self.spec.parallelism, gpus=self.spec.gpus,
                         device_map=_summarize_device_map(getattr(self.model, "hf_device_map", {})))
+        args.update(self.quant_info)
         if self.fp8_linears:
             args.update(fp8_linears=self.fp8_linears, fp8_scheme="e4m3 per-channel weights, per-token activations")
         return {**self._versions, "device": self.device, "engine_args": args}
