@@ -21,6 +21,6 @@ export PYTHONPATH=$PWD:$lib PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 WATTCOUNTS_H
 recorded=()
 for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
 [ "$(left)" -gt 90 ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep experiments/gpu_quant.yaml \
-  --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - 90)) ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
+  --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - 60)) ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
 cp -r /tmp/wattcounts/logs "$R/" 2>/dev/null
 tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
