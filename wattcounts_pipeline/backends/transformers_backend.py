@@ -137,7 +137,7 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
         from wattcounts_pipeline import paths
 
         if self.spec.model.weights == "random":
-            path = random_checkpoint(path, dtype, paths.subdir("cache", "random-checkpoints"))
+            path = random_checkpoint(path, dtype, paths.subdir("cache", "random-checkpoints"), device)
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, device_map=device,
             quantization_config=bnb_config(self.spec.quantization, dtype))
