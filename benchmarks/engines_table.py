@@ -6,7 +6,9 @@ recorded GPU sweeps alone). Prints one markdown table per model: each engine (ll
 llama-server, transformers by compile path) and weight format on one GPU, decode-128-256, gross J/token
 (mean), client-side tokens/s and TPOT p50 at batch 1, 8 and 32, and batch-1 tokens/s as a share of the
 memory roofline: the weight bytes a decode step reads (`gguf_random.decode_step_bytes`: every tensor but
-the untied input-embedding table, of which one row is gathered) over the card's catalog bandwidth.
+the untied input-embedding table, of which one row is gathered; for the FP8, torchao and bitsandbytes formats
+the same tensors with the decoder's linears at that format's bytes per weight) over the card's catalog
+bandwidth.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wattcounts_pipeline.backends.gguf_random import Shape, decode_step_bytes
+from wattcounts_pipeline.backends.gguf_random import Shape, decode_step_bytes, tensors
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.hub.card import markdown_table
 from wattcounts_pipeline.hub.figures import compile_mode
@@ -26,8 +28,35 @@ DECODE = "decode-128-256"
 BATCHES = (1, 8, 32)
 CONFIGS = Path("models") / "configs"
 # Weight formats whose decode bytes a GGUF plan gives: llama.cpp's types, and 16-bit transformers weights (the
-# same tensors as F16). The project's FP8 path keeps some tensors in bf16: no roofline share for it.
+# same tensors as F16).
 PLAN_FORMAT = {"BF16": "F16", "FP16": "F16"}
+# The transformers formats that quantize the decoder's linears and keep everything else (lm_head, norms) in
+# bf16: bytes per weight of a linear with K inputs, its scales included. FP8 and LLM.int8: one byte and an fp32
+# scale per output row; torchao int8: a bf16 scale per row; torchao int4 (tinygemm): 4 bits and a bf16 scale
+# and zero per group of 128; NF4: 4 bits and an fp32 absmax per block of 64 (no double quantization).
+LINEAR_BYTES = {
+    "FP8": lambda k: 1 + 4 / k, "torchao-fp8-row": lambda k: 1 + 4 / k, "bnb-int8": lambda k: 1 + 4 / k,
+    "torchao-int8-wo": lambda k: 1 + 2 / k, "torchao-int4-wo": lambda k: 0.5 + 4 / 128,
+    "bnb-nf4": lambda k: 0.5 + 4 / 64,
+}
+
+
+def linear_format_step_bytes(shape: Shape, quantization: str) -> int:
+    """Weight bytes of one batch-1 decode step for a LINEAR_BYTES format: the decoder's matrices at that
+    format's bytes per weight, every other tensor in bf16, one gathered row of an untied input embedding."""
+    per_weight = LINEAR_BYTES[quantization]
+    total = 0.0
+    for t in tensors(shape):
+        n = 1
+        for dim in t.shape:
+            n *= dim
+        if t.name == "token_embd.weight":
+            total += 2 * (n if shape.tied else t.shape[1])
+        elif t.name.startswith("blk.") and len(t.shape) == 2:
+            total += n * per_weight(t.shape[1])
+        else:
+            total += 2 * n
+    return int(total)
 
 
 def engine(row: pd.Series) -> str:
@@ -40,9 +69,11 @@ def engine(row: pd.Series) -> str:
 
 def roofline_share(model: str, quantization: str, tokens_per_s: float, bandwidth_gb_s: float) -> str:
     fmt = PLAN_FORMAT.get(quantization, quantization)
+    shape = Shape.from_config(CONFIGS / model)
     try:
-        step_bytes = decode_step_bytes(Shape.from_config(CONFIGS / model), fmt)
-    except BackendError:  # a format without a GGUF plan (FP8): no share rather than a guess
+        step_bytes = (linear_format_step_bytes(shape, fmt) if fmt in LINEAR_BYTES
+                      else decode_step_bytes(shape, fmt))
+    except BackendError:  # a format with neither a GGUF plan nor a byte count: no share rather than a guess
         return "—"
     return f"{tokens_per_s / (bandwidth_gb_s * 1e9 / step_bytes):.0%}"
 
@@ -52,7 +83,8 @@ def table(configs: pd.DataFrame, model: str, bandwidth_gb_s: float) -> str:
                    & configs["batch_size"].isin(BATCHES)].copy()
     rows["engine"] = rows.apply(engine, axis=1)
     out = []
-    for (name, quant), group in rows.groupby(["engine", "quantization"], sort=True):
+    # one line per sweep too: the same engine and format measured on two days (two hosts) stay two lines
+    for (name, quant, experiment), group in rows.groupby(["engine", "quantization", "experiment"], sort=True):
         by_batch = group.set_index("batch_size")
         line: dict[str, object] = {"engine": name, "format": quant}
         for metric, column, fmt in (("J/token", "energy_per_token_j", "{:.3f}"), ("tok/s", "tokens_per_s", "{:.0f}"),
@@ -63,7 +95,7 @@ def table(configs: pd.DataFrame, model: str, bandwidth_gb_s: float) -> str:
                 line[f"{metric} b{b}"] = fmt.format(value * scale) if value is not None and pd.notna(value) else "—"
         b1 = by_batch["tokens_per_s"].get(1)
         line["b1 roofline share"] = roofline_share(model, quant, b1, bandwidth_gb_s) if b1 is not None else "—"
-        line["experiment"] = ", ".join(sorted(group["experiment"].unique()))  # the sweep, hence the host and day
+        line["experiment"] = experiment  # the sweep, hence the host and day
         out.append(line)
     return markdown_table(pd.DataFrame(out))
 

@@ -12,6 +12,7 @@ loaded the way users load theirs.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,8 @@ def bnb_config(quantization: str, dtype: Any) -> Any:
     except ImportError as exc:
         raise BackendError(f"transformers: quantization {quantization!r} needs bitsandbytes "
                            "(pip install bitsandbytes; see README, 'GPU host')") from exc
+    # LLM.int8() warns on every forward that it casts bf16 inputs to fp16: once is enough for a log
+    warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
     if quantization == "bnb-nf4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     return BitsAndBytesConfig(load_in_8bit=True)
