@@ -133,3 +133,35 @@ def test_evaluate_reports_groupings_models_and_skips_single_groups() -> None:
     assert set(table["model"]) == {"model", "roofline", "nearest"}
     assert table["mape"].ge(0).all() and table["coverage"].between(0, 1).all()
     assert set(table.loc[table["model"] == "roofline", "target"]) == {t.name for t in TARGETS if t.anchor}
+
+
+@pytest.mark.parametrize("n_query, n_pool, exclude_self", [(300, 300, True), (300, 300, False), (7, 250, False)])
+def test_blocked_nearest_neighbour_matches_a_row_by_row_search(n_query: int, n_pool: int, exclude_self: bool) -> None:
+    """The cross-validation baseline's neighbour search runs in blocks (memory bounded at 10,000 rows); each
+    query's answer must be the one a plain search gives: best tier (same device and framework, same framework,
+    any), then the smallest L1 distance, first index on ties."""
+    from wattcounts_pipeline.model.crossval import NEIGHBOUR_FEATURES, _nearest_index
+
+    rng = np.random.default_rng(3)
+
+    def frame(n: int) -> pd.DataFrame:
+        data: dict[str, object] = {c: rng.integers(0, 4, n).astype(float) for c in NEIGHBOUR_FEATURES}  # many ties
+        return pd.DataFrame({**data, "hardware_key": rng.choice(["h200", "cpu"], n),
+                             "framework": rng.choice(["llamacpp", "transformers", "vllm"], n)})
+
+    pool = frame(n_pool)
+    query = pool if exclude_self else frame(n_query)
+    got = _nearest_index(query, pool, exclude_self, block_rows=64)
+    qx, px = query[NEIGHBOUR_FEATURES].to_numpy(), pool[NEIGHBOUR_FEATURES].to_numpy()
+    q_fw, p_fw = list(query["framework"]), list(pool["framework"])
+    q_hw, p_hw = list(query["hardware_key"]), list(pool["hardware_key"])
+    for i in range(len(query)):
+        best: tuple[float, float, int] | None = None
+        for j in range(len(pool)):
+            if exclude_self and i == j:
+                continue
+            tier = 0.0 if q_fw[i] == p_fw[j] and q_hw[i] == p_hw[j] else (1.0 if q_fw[i] == p_fw[j] else 2.0)
+            dist = float(np.abs(qx[i] - px[j]).sum())
+            if best is None or (tier, dist) < best[:2]:
+                best = (tier, dist, j)
+        assert best is not None and got[i] == best[2], i

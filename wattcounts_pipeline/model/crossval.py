@@ -46,18 +46,29 @@ def roofline_baseline(spec: TargetSpec, y_train: np.ndarray, train_feats: pd.Dat
             spec.value(z + q, test_feats, spec.roofline))
 
 
-def _nearest_index(query: pd.DataFrame, pool: pd.DataFrame, exclude_self: bool) -> np.ndarray:
-    """Position in `pool` of each query row's nearest neighbour, preferring the same device and framework."""
+def _nearest_index(query: pd.DataFrame, pool: pd.DataFrame, exclude_self: bool,
+                   block_rows: int = 512) -> np.ndarray:
+    """Position in `pool` of each query row's nearest neighbour (L1 over NEIGHBOUR_FEATURES), preferring the same
+    device and framework. In blocks of `block_rows` queries: the full query × pool × feature array would be
+    4 GB at 10,000 rows; a block is `block_rows` × pool."""
     qx, px = query[NEIGHBOUR_FEATURES].to_numpy(float), pool[NEIGHBOUR_FEATURES].to_numpy(float)
-    same_hw_fw = ((query["hardware_key"].to_numpy()[:, None] == pool["hardware_key"].to_numpy()[None, :])
-                  & (query["framework"].to_numpy()[:, None] == pool["framework"].to_numpy()[None, :]))
-    same_fw = query["framework"].to_numpy()[:, None] == pool["framework"].to_numpy()[None, :]
-    distance = np.abs(qx[:, None, :] - px[None, :, :]).sum(axis=2)
-    tier = np.where(same_hw_fw, 0.0, np.where(same_fw, 1.0, 2.0))  # same device+framework, same framework, any
-    if exclude_self:
-        np.fill_diagonal(tier, np.inf)
-    best_tier = tier.min(axis=1, keepdims=True)
-    return np.where(tier == best_tier, distance, np.inf).argmin(axis=1)
+    q_hw, p_hw = query["hardware_key"].to_numpy(), pool["hardware_key"].to_numpy()
+    q_fw, p_fw = query["framework"].to_numpy(), pool["framework"].to_numpy()
+    out = np.empty(len(query), dtype=np.int64)
+    for start in range(0, len(query), block_rows):
+        rows = slice(start, start + block_rows)
+        distance = np.zeros((len(qx[rows]), len(px)))
+        for j in range(px.shape[1]):
+            distance += np.abs(qx[rows, j][:, None] - px[None, :, j])
+        same_fw = q_fw[rows][:, None] == p_fw[None, :]
+        same_hw_fw = same_fw & (q_hw[rows][:, None] == p_hw[None, :])
+        tier = np.where(same_hw_fw, 0.0, np.where(same_fw, 1.0, 2.0))  # same device+framework, same framework, any
+        if exclude_self:
+            index = np.arange(start, start + len(distance))
+            tier[index - start, index] = np.inf
+        best_tier = tier.min(axis=1, keepdims=True)
+        out[rows] = np.where(tier == best_tier, distance, np.inf).argmin(axis=1)
+    return out
 
 
 def nearest_baseline(spec: TargetSpec, y_train: np.ndarray, train_feats: pd.DataFrame,
