@@ -65,9 +65,17 @@ def test_mixture_of_experts_reads_only_routed_experts() -> None:
     ("F32", "float32", 4.0), ("BF16", "", 2.0), ("f16", "", 2.0), ("FP8", "", 1.0625), ("Q8_0", "", 1.0625),
     ("Q6_K", "", 0.82), ("Q5_K_M", "", 0.71), ("Q4_K_M", "", 0.60), ("q4-0", "", 0.5625), ("Q3_K_M", "", 0.49),
     ("Q2_K", "", 0.41), ("none", "bfloat16", 2.0), ("", "float32", 4.0),
+    ("torchao-fp8-row", "bfloat16", 1.0), ("torchao-int4-wo", "bfloat16", 0.53), ("bnb-nf4", "bfloat16", 0.5625),
 ])
 def test_bytes_per_weight(quant: str, dtype: str, expected: float) -> None:
     assert bytes_per_weight(quant, dtype) == expected
+
+
+def test_every_format_the_transformers_backend_applies_is_known_to_the_predictor() -> None:
+    from wattcounts_pipeline.backends.quantizers import BNB_FORMATS, TORCHAO_FORMATS
+
+    for quantization in [*TORCHAO_FORMATS, *BNB_FORMATS]:
+        assert 0.5 <= bytes_per_weight(quantization, "bfloat16") <= 1.0, quantization
 
 
 def test_unknown_quantization_lists_known() -> None:

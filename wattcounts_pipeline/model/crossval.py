@@ -107,7 +107,7 @@ FoldResult = list[tuple[str, str, np.ndarray, Prediction]]
 def _held_out_fold(rows: pd.DataFrame, feats: pd.DataFrame, test: np.ndarray, coverage: float) -> FoldResult:
     """(target, model name, held-out values, prediction) for one held-out group."""
     train = ~test
-    predictor = fit(rows[train], feats[train], release_tag="cv", coverage=coverage)
+    predictor = fit(rows[train], feats[train], release_tag="cv", coverage=coverage, warn=False)
     model_pred = predictor.predict_features(feats[test])
     out: FoldResult = []
     for spec in TARGETS:

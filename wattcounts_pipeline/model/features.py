@@ -40,7 +40,11 @@ QUANT_BYTES_PER_WEIGHT: dict[str, float] = {
     "AWQ": 0.53, "GPTQ": 0.53, "INT4": 0.53,  # 4-bit with a scale and zero per group of 128
     "Q3_K_M": 0.49,
     "Q2_K": 0.41,
+    # torchao and bitsandbytes through transformers (backends/quantizers.py), scales included
+    "TORCHAO_FP8_ROW": 1.0, "TORCHAO_INT8_WO": 1.0, "TORCHAO_INT4_WO": 0.53,
+    "BNB_INT8": 1.0, "BNB_NF4": 0.5625,  # NF4: 4 bits and an fp32 absmax per block of 64
 }
+FP8_TENSOR_CORE = {"FP8", "TORCHAO_FP8_ROW"}  # formats whose matmuls run at the chip's FP8 rate
 DTYPE_QUANT = {"float32": "F32", "fp32": "F32", "f32": "F32", "bfloat16": "BF16", "bf16": "BF16",
                "float16": "F16", "fp16": "F16", "f16": "F16", "half": "F16"}
 UNQUANTIZED = {"", "NONE", "AUTO", "FULL"}
@@ -88,7 +92,7 @@ def engine_mode(framework: str, engine_args_json: str | None) -> str:
 
 def peak_tflops(hw: Hardware, quant: str) -> float:
     """Tensor rate the weights run at: FP8 where the chip has it, TF32 (half of BF16) for F32, else BF16."""
-    if quant == "FP8" and hw.peak_fp8_tflops:
+    if quant in FP8_TENSOR_CORE and hw.peak_fp8_tflops:
         return hw.peak_fp8_tflops
     if quant == "F32":
         return hw.peak_bf16_tflops / 2

@@ -185,16 +185,18 @@ class TargetModel:
 
 
 def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, coverage: float,
-               splits: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]]) -> TargetModel | None:
+               splits: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], warn: bool = True) -> TargetModel | None:
     """Fit one target on its usable rows (None when there are none); `feats` carry the physics anchors and
-    `splits` the out-of-fold anchors (see `fold_features`).
+    `splits` the out-of-fold anchors (see `fold_features`). `warn` False: a cross-validation fold, whose
+    missing targets the full fit has already warned about once.
 
     The trees are kept only if their out-of-fold error beats the calibrated physics alone (a single fitted
     offset): with few or unrepresentative rows, splits can hurt more than they help on unseen groups.
     """
     mask = spec.usable(rows).to_numpy()
     if not mask.any():
-        logger.warning("no usable training rows for %s; it will not be predicted", spec.name)
+        logger.log(logging.WARNING if warn else logging.DEBUG,
+                   "no usable training rows for %s; it will not be predicted", spec.name)
         return None
     if not mask.all():
         logger.info("%s: %d of %d rows have no usable value (missing, non-positive, estimated energy or random "
@@ -270,15 +272,15 @@ def training_table(configurations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
 
 
 def fit(rows: pd.DataFrame, feats: pd.DataFrame, *, release_tag: str,
-        coverage: float = DEFAULT_COVERAGE) -> Predictor:
-    """Fit every target on already-featurized rows (see `training_table`)."""
+        coverage: float = DEFAULT_COVERAGE, warn: bool = True) -> Predictor:
+    """Fit every target on already-featurized rows (see `training_table`); `warn` False for a CV fold."""
     if rows.empty:
         raise ModelError("no training rows: the configurations table is empty or no row matches the catalogs")
     physics = fit_physics(rows, feats, energy_rows(rows))
     splits = fold_features(rows, feats)
     anchored = with_anchors(physics, feats)
     models = {spec.name: m for spec in TARGETS
-              if (m := fit_target(spec, rows, anchored, coverage, splits)) is not None}
+              if (m := fit_target(spec, rows, anchored, coverage, splits, warn)) is not None}
     quality_rows = TARGET_SPECS["quality_acc_mean"].usable(rows).to_numpy()
     return Predictor(release_tag=release_tag, coverage=coverage, models=models,
                      domain=Domain.from_features(feats, feats[quality_rows]), n_training_rows=len(rows),
