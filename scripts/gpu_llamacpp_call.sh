@@ -41,9 +41,6 @@ if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
     [ "$rc" -ne 0 ] && export WATTCOUNTS_SWEEP_ONLY=${WATTCOUNTS_SWEEP_ONLY:-llamacpp-server}
   done
 fi
-recorded=()
-for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
-[ "$(left)" -gt 90 ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep experiments/gpu_llamacpp.yaml \
-  --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - 75)) ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
-cp -r /tmp/wattcounts/logs "$R/" 2>/dev/null
-tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
+. scripts/device_call_common.sh
+call_sweep experiments/gpu_llamacpp.yaml 75
+call_pack

@@ -18,9 +18,6 @@ export PYTHONPATH=$PWD:$lib PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 WATTCOUNTS_H
   grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version
   python3 -c "import torch, transformers, torchao, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'torchao', torchao.__version__, 'bitsandbytes', bitsandbytes.__version__)"
 } > "$R/env.txt" 2>&1
-recorded=()
-for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
-[ "$(left)" -gt 90 ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep experiments/gpu_quant.yaml \
-  --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - 60)) ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
-cp -r /tmp/wattcounts/logs "$R/" 2>/dev/null
-tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
+. scripts/device_call_common.sh
+call_sweep experiments/gpu_quant.yaml 60
+call_pack
