@@ -13,6 +13,7 @@ bandwidth.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -47,9 +48,7 @@ def linear_format_step_bytes(shape: Shape, quantization: str) -> int:
     per_weight = LINEAR_BYTES[quantization]
     total = 0.0
     for t in tensors(shape):
-        n = 1
-        for dim in t.shape:
-            n *= dim
+        n = math.prod(t.shape)
         if t.name == "token_embd.weight":
             total += 2 * (n if shape.tied else t.shape[1])
         elif t.name.startswith("blk.") and len(t.shape) == 2:

@@ -11,8 +11,7 @@ left() { echo $((deadline - SECONDS)); }
 R=$OUT/$name
 mkdir -p "$R"
 lib=/tmp/quant-lib
-python3 -m pip install -q --no-deps --no-index --target "$lib" .whl/torchao-*.whl .whl/bitsandbytes-*.whl > "$R/install.log" 2>&1 \
-  || { for w in .whl/torchao-*.whl .whl/bitsandbytes-*.whl; do python3 -m zipfile -e "$w" "$lib"; done; }
+python3 -m pip install -q --no-deps --no-index --target "$lib" .whl/torchao-*.whl .whl/bitsandbytes-*.whl > "$R/install.log" 2>&1
 export PYTHONPATH=$PWD:$lib PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 WATTCOUNTS_HOME=/tmp/wattcounts
 { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
   grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version

@@ -80,7 +80,7 @@ def apply_torchao(model: Any, quantization: str) -> dict[str, Any]:
         quantize_(model, _torchao_config(quantization), filter_fn=is_body_linear)
     except (AssertionError, RuntimeError, ValueError, NotImplementedError) as exc:
         raise BackendError(f"torchao could not apply {quantization!r} on this device: {exc}") from exc
-    linears = sum(1 for name, m in model.named_modules()
+    linears = sum(1 for m in model.modules()
                   if isinstance(m, torch.nn.Linear) and type(m.weight).__name__ != "Parameter"
                   and m is not head)
     return {"quantizer": "torchao", "quantizer_version": torchao.__version__, "quantized_linears": linears,

@@ -86,12 +86,10 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
                 devices = self._pipeline_devices(device)
                 self.model = build_pipeline(path, dtype, devices, random=self.spec.model.weights == "random")
                 device = devices[0]
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    self._tokenizer_path(path) if self.spec.model.weights == "random" else path)
+                self.tokenizer = self._load_tokenizer(path)
             elif self.quantizer == "bitsandbytes":
                 self.model = self._load_bnb(path, dtype, device)
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    self._tokenizer_path(path) if self.spec.model.weights == "random" else path)
+                self.tokenizer = self._load_tokenizer(path)
             elif self.spec.model.weights == "random":
                 config = AutoConfig.from_pretrained(path)
                 torch.manual_seed(0)
@@ -143,6 +141,12 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
             quantization_config=bnb_config(self.spec.quantization, dtype))
         self.quant_info = bnb_info(model, self.spec.quantization)
         return model
+
+    def _load_tokenizer(self, path: Path) -> Any:
+        """The tokenizer of a checkpoint folder, or for random weights the spec's tokenizer folder."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self._tokenizer_path(path) if self.spec.model.weights == "random" else path)
 
     def _tokenizer_path(self, path: Path) -> Path:
         """The spec's tokenizer folder (relative to the checkout if needed), else the model folder."""
