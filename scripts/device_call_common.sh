@@ -6,7 +6,7 @@
 call_sweep() {
   local experiment=$1 margin=$2 recorded=()
   for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
-  [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep "$experiment" \
+  [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep "$experiment" --cold-idle-s 10 \
     --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - margin)) \
     ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
 }

@@ -58,9 +58,10 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
                "energy_per_request_j", "tokens_per_s", "mean_power_w", "idle_power_w"]].mean()
     out = out.join(means)
     split = runs.assign(prefill_energy_per_request_j=_numeric(runs, "prefill_energy_j") / runs["num_requests"],
-                        decode_energy_per_token_j=_numeric(runs, "decode_energy_per_token_j"))
-    out = out.join(split.groupby("configuration_id")[["prefill_energy_per_request_j",
-                                                      "decode_energy_per_token_j"]].mean())
+                        decode_energy_per_token_j=_numeric(runs, "decode_energy_per_token_j"),
+                        energy_per_token_net_cold_j=_numeric(runs, "energy_per_token_net_cold_j"))
+    out = out.join(split.groupby("configuration_id")[["prefill_energy_per_request_j", "decode_energy_per_token_j",
+                                                      "energy_per_token_net_cold_j"]].mean())
     out["n_runs"] = g.size()
     out["temperature_max_c"] = g["temperature_max_c"].max()
     stds = g[["energy_per_token_j", "tokens_per_s"]].std(ddof=1)

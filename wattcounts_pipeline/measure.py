@@ -56,14 +56,17 @@ def _hardware_id(info: dict[str, Any]) -> str:
     return f"{cpu_model_name()} ({os.cpu_count()} CPUs)"
 
 
-def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts") -> Measurement:
-    """Run `spec` under `meter`. Raises BackendError (naming the path) when the model cannot run."""
+def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts",
+                 cold_idle_power_w: float | None = None) -> Measurement:
+    """Run `spec` under `meter`. Raises BackendError (naming the path) when the model cannot run.
+    `cold_idle_power_w`: the machine's draw before any CUDA context existed (see `sweep --cold-idle-s`); rows
+    then carry net energy against that floor too, beside the hot idle measured here after warm-up."""
     check_hardware(spec, meter.describe())
     model_path, provenance = resolve_spec_model(spec)
     backend: InferenceBackend = backend_for(spec)(spec, model_path)
     backend.load()
     try:
-        return _measure_loaded(spec, backend, meter, source, provenance)
+        return _measure_loaded(spec, backend, meter, source, provenance, cold_idle_power_w)
     finally:
         backend.close()
 
@@ -79,7 +82,7 @@ def check_hardware(spec: ExperimentSpec, device_info: dict[str, Any]) -> None:
 
 
 def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, source: str,
-                    provenance: dict[str, str]) -> Measurement:
+                    provenance: dict[str, str], cold_idle_power_w: float | None) -> Measurement:
     prompts = build_prompts(spec.workload, backend.tokenize, backend.bos_token_ids)
     batch = spec.workload.batch_size
     baseline_temps_c = meter.temperatures_c()
@@ -100,6 +103,7 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
         logger.info("%s: %.2f s, %.1f J (%s), %.1f tok/s", key, reading.duration_s, reading.total_energy_j,
                     reading.method, sum(r.output_tokens for r in results) / reading.duration_s)
         row = _run_row(spec, rep, reading, results, idle_power_w, info, software, started_at, source)
+        row.update(_cold_net(row, cold_idle_power_w))
         if spec.prefill_split:
             row.update(_prefill_split(spec, backend, meter, key, prompts, row))
         run_rows.append(row)
@@ -148,6 +152,15 @@ def _prefill_split(spec: ExperimentSpec, backend: InferenceBackend, meter: Energ
     return {"prefill_energy_j": prefill_j, "decode_energy_per_token_j": split.decode_energy_j_per_token}
 
 
+def _cold_net(row: dict[str, Any], cold_idle_power_w: float | None) -> dict[str, Any]:
+    """Net energy per token against the cold floor (None without one)."""
+    if cold_idle_power_w is None:
+        return {"cold_idle_power_w": None, "energy_per_token_net_cold_j": None}
+    net_j = row["energy_j"] - cold_idle_power_w * row["duration_s"]
+    return {"cold_idle_power_w": cold_idle_power_w,
+            "energy_per_token_net_cold_j": net_j / row["output_tokens_total"]}
+
+
 def _energy_by_gpu_json(reading: EnergyReading) -> str | None:
     """Each GPU's joules in CUDA ordinal order ("gpu:0", "gpu:1", …), JSON; None without GPU domains."""
     gpus = sorted((int(d.split(":", 1)[1]), e) for d, e in reading.energy_j.items()
@@ -186,6 +199,7 @@ def _run_row(spec: ExperimentSpec, rep: int, reading: EnergyReading, results: li
         "hardware_id": _hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
         "cpu_set": host.cpu_set(), "cpu_mhz": host.cpu_mhz(), "host_calibration_ns": host.calibration_ns(),
         "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0),
+        "gpu_uuids": ",".join(dev.get("gpu_uuids") or []) or None,
         "parallelism": spec.parallelism,
         "gpu_energy_j_by_gpu": _energy_by_gpu_json(reading),
         "gpu_power_limit_w": dev.get("power_limit_w"), "driver_version": dev.get("driver_version"),

@@ -33,6 +33,7 @@ from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.measure import measure_spec
 from wattcounts_pipeline.meters.base import EnergyMeter
+from wattcounts_pipeline.meters.protocol import measure_idle
 from wattcounts_pipeline.meters.select import best_meter
 from wattcounts_pipeline.sweep_store import (  # noqa: F401 - readers import these from here
     TABLES,
@@ -68,15 +69,17 @@ def claim(claims: Path, key: str) -> bool:
 
 def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = None,
               max_seconds: float | None = None, claims: Path | None = None,
-              recorded: tuple[Path, ...] = ()) -> dict[str, int]:
+              recorded: tuple[Path, ...] = (), cold_idle_s: float = 0.0) -> dict[str, int]:
     """Measure every spec not yet in `out` or in the `recorded` sweep folders (and, with `claims`, not taken
     by another shard); stop starting new ones after `max_seconds`. Each spec runs on its first `spec.gpus`
-    visible GPUs."""
+    visible GPUs. `cold_idle_s` > 0: the first meter first measures the idle floor for that long, before this
+    process has loaded any model (so before any CUDA context), and that meter's rows carry it."""
     out.mkdir(parents=True, exist_ok=True)
     done = done_keys(out).union(*(done_keys(folder) for folder in recorded))
     todo = [s for s in specs if s.key not in done]
     logger.info("sweep: %d specs, %d done, %d to go", len(specs), len(done), len(todo))
     meters: dict[int, EnergyMeter] = {}
+    cold_idle_w: dict[int, float] = {}
     start = time.monotonic()
     counts = {"measured": 0, "failed": 0, "skipped": len(specs) - len(todo), "claimed_elsewhere": 0}
     try:
@@ -90,10 +93,17 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
             logger.info("[%d/%d] %s", i, len(todo), spec.key)
             try:
                 if spec.gpus not in meters:
-                    meters[spec.gpus] = best_meter(meter_name, gpus=spec.gpus)
+                    meter = meters[spec.gpus] = best_meter(meter_name, gpus=spec.gpus)
+                    cold = {}
+                    if cold_idle_s > 0 and counts["measured"] + counts["failed"] == 0:
+                        temps_c = meter.temperatures_c()
+                        cold_idle_w[spec.gpus] = sum(measure_idle(meter, cold_idle_s).values())
+                        cold = {"cold_idle_power_w": cold_idle_w[spec.gpus], "cold_idle_s": cold_idle_s,
+                                "cold_idle_temperature_c": max(temps_c.values(), default=None)}
+                        logger.info("cold idle floor: %.1f W over %.0f s", cold_idle_w[spec.gpus], cold_idle_s)
                     (out / "meter.json").write_text(json.dumps(
-                        {"method": meters[spec.gpus].method, **meters[spec.gpus].describe()}, default=str))
-                result = measure_spec(spec, meters[spec.gpus])
+                        {"method": meter.method, **meter.describe(), **cold}, default=str))
+                result = measure_spec(spec, meters[spec.gpus], cold_idle_power_w=cold_idle_w.get(spec.gpus))
             except Exception as exc:  # noqa: BLE001 - one broken configuration must not end the sweep
                 counts["failed"] += 1
                 _append(out / "failures.jsonl", pd.DataFrame([{
@@ -159,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=1, help="parallel sweeps, one per visible GPU")
     parser.add_argument("--claims", type=Path, default=None,
                         help="shared queue file: sweeps given the same one never measure a spec twice")
+    parser.add_argument("--cold-idle-s", type=float, default=0.0,
+                        help="first measure the idle floor this long, before any model (or CUDA context) loads")
     parser.add_argument("--log-prefix", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     prefix = f"[{args.log_prefix}] " if args.log_prefix else ""
@@ -180,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = [dataclasses.replace(s, hardware=args.hardware.lower()) for s in specs]
     if args.shards > 1:
         return run_shards(_without_option(argv, "--shards"), args.shards, specs, args.claims)
-    counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded))
+    counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded),
+                       args.cold_idle_s)
     print(json.dumps(counts), flush=True)
     if bad_files:
         return 2
