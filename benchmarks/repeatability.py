@@ -1,0 +1,98 @@
+"""Repeatability across device calls: every configuration recorded in two or more sweep folders, its mean J/token
+and tokens/s in each, and how far the calls differ.
+
+Usage: python benchmarks/repeatability.py [MEASUREMENTS_DIR] [--json OUT]   (default: data/measurements)
+
+One sweep folder is one device call. For each configuration in ≥ 2 folders it prints the largest relative
+difference between the folders' means, |a - b| / min(a, b), for J/token and tokens/s, whether the calls ran on
+the same card (`gpu_uuids` in the rows, else `meter.json`), and the median over all such configurations, over
+those of the current protocol (≥ 10 s windows) and over same-card pairs: the engines issue asks for ≥ 20
+configurations at a median ≤ 3% in J/token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from wattcounts_pipeline.sweep_store import read_table
+
+MIN_WINDOW_S = 10.0  # the current protocol's shortest measured window (a little slack below is jitter)
+
+
+def _card(folder: Path, runs: pd.DataFrame) -> str:
+    if "gpu_uuids" in runs and runs["gpu_uuids"].notna().any():
+        return str(runs["gpu_uuids"].dropna().iloc[0])
+    meter = folder / "meter.json"
+    uuids = json.loads(meter.read_text()).get("gpu_uuids") if meter.exists() else None
+    return ",".join(uuids) if uuids else "?"
+
+
+def per_call_means(root: Path) -> pd.DataFrame:
+    """One row per (configuration, sweep folder): mean J/token and tokens/s, shortest window, card."""
+    frames = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        runs = read_table(folder, "runs")
+        if runs.empty:
+            continue
+        g = runs.groupby("configuration_id").agg(energy_per_token_j=("energy_per_token_j", "mean"),
+                                                 tokens_per_s=("tokens_per_s", "mean"),
+                                                 min_window_s=("duration_s", "min"))
+        frames.append(g.reset_index().assign(call=folder.name, card=_card(folder, runs)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def spread(means: pd.DataFrame) -> pd.DataFrame:
+    """Configurations in ≥ 2 calls: the largest relative difference between calls, per metric."""
+    rows = []
+    for cid, g in means.groupby("configuration_id"):
+        if g["call"].nunique() < 2:
+            continue
+        rel = {m: float(g[m].max() / g[m].min() - 1) for m in ("energy_per_token_j", "tokens_per_s")}
+        rows.append({"configuration_id": cid, "calls": " ".join(g["call"]), "n_calls": g["call"].nunique(),
+                     "same_card": g["card"].nunique() == 1 and "?" not in set(g["card"]),
+                     "long_windows": bool((g["min_window_s"] >= MIN_WINDOW_S * 0.99).all()),
+                     "energy_per_token_rel": rel["energy_per_token_j"], "tokens_per_s_rel": rel["tokens_per_s"]})
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, part in (("all", table), ("long_windows", table[table["long_windows"]]),
+                       ("same_card", table[table["same_card"]])):
+        out[name] = {"configurations": int(len(part)),
+                     "energy_per_token_median_pct": round(100 * float(part["energy_per_token_rel"].median()), 2)
+                     if len(part) else None,
+                     "tokens_per_s_median_pct": round(100 * float(part["tokens_per_s_rel"].median()), 2)
+                     if len(part) else None}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", nargs="?", type=Path, default=Path("data/measurements"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the table and summary here")
+    args = parser.parse_args(argv)
+    table = spread(per_call_means(args.root))
+    if table.empty:
+        print("no configuration was measured in two calls")
+        return 1
+    pd.set_option("display.width", 200)
+    shown = table.assign(energy_pct=(100 * table["energy_per_token_rel"]).round(1),
+                         tokens_pct=(100 * table["tokens_per_s_rel"]).round(1))
+    print(shown[["configuration_id", "n_calls", "same_card", "long_windows", "energy_pct", "tokens_pct"]]
+          .to_string(index=False))
+    result = summary(table)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": result, "configurations": table.to_dict("records")},
+                                        indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
