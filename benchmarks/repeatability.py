@@ -64,7 +64,7 @@ def summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     out = {}
     for name, part in (("all", table), ("long_windows", table[table["long_windows"]]),
                        ("same_card", table[table["same_card"]])):
-        out[name] = {"configurations": int(len(part)),
+        out[name] = {"configurations": len(part),
                      "energy_per_token_median_pct": round(100 * float(part["energy_per_token_rel"].median()), 2)
                      if len(part) else None,
                      "tokens_per_s_median_pct": round(100 * float(part["tokens_per_s_rel"].median()), 2)
