@@ -13,6 +13,8 @@ from wattcounts_pipeline.aggregate import aggregate
 from wattcounts_pipeline.core.validation import validate_table
 from wattcounts_pipeline.sweep import main
 
+IDLE = Path(__file__).parent / "fixtures" / "traces" / "h200_idle.jsonl"
+
 DOC = {"name": "cold", "defaults": {"repetitions": 2, "idle_s": 0.2},
        "models": {"tiny": {"source": "config:models/tiny-llama", "weights": "random", "architecture": "llama"}},
        "workloads": {"w": {"kind": "fixed", "input_tokens": 8, "output_tokens": 4, "num_requests": 2}},
@@ -30,13 +32,14 @@ def _sweep(tmp_path: Path, *extra: str) -> tuple[pd.DataFrame, pd.DataFrame, dic
 
 
 def test_cold_floor_reaches_every_row_and_the_release(tmp_path: Path) -> None:
-    runs, requests, meter = _sweep(tmp_path, "--meter", "estimate", "--cold-idle-s", "0.3")
+    # a real H200 idle trace replayed: the floor is what that card drew (128-ish W), not a placeholder
+    runs, requests, meter = _sweep(tmp_path, "--meter", f"replay:{IDLE}", "--cold-idle-s", "0.3")
     cold_w = meter["cold_idle_power_w"]
-    assert cold_w >= 0 and meter["cold_idle_s"] == 0.3
+    assert 100 < cold_w < 160 and meter["cold_idle_s"] == 0.3
     assert len(runs) == 4 and runs["cold_idle_power_w"].to_numpy() == pytest.approx([cold_w] * 4, rel=1e-9)
     expected = (runs["energy_j"] - cold_w * runs["duration_s"]) / runs["output_tokens_total"]
     assert runs["energy_per_token_net_cold_j"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-9)
-    assert runs["gpu_uuids"].isna().all()  # a CPU meter names no card
+    assert runs["gpu_uuids"].isna().all() and (runs["gpu_name"] == "NVIDIA H200").all()  # the trace names no UUID
     validate_table("runs", runs)
     table = aggregate(runs, requests, pd.DataFrame()).set_index("configuration_id")
     means = runs.groupby("configuration_id")["energy_per_token_net_cold_j"].mean()

@@ -236,7 +236,11 @@ class ReplayMeter(EnergyMeter):
         return tuple(samples)
 
     def describe(self) -> dict[str, Any]:
-        return {**self.trace.meta, "replay_source": Path(self.trace.source).name, "replay_loop": self.loop}
+        """The trace's recorded metadata; `gpu_count` from its GPU domains where the recording left it out (rows
+        need it to name the hardware)."""
+        gpus = sum(name.startswith("gpu:") for name in self.trace.domains)
+        return {"gpu_count": gpus, **self.trace.meta, "replay_source": Path(self.trace.source).name,
+                "replay_loop": self.loop}
 
     def temperatures_c(self) -> dict[str, float]:
         _, position_s = self._lap(min(self._now(), self.trace.end_s) if not self.loop else self._now())
