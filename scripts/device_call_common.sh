@@ -1,9 +1,19 @@
-# Sourced by the scripts/gpu_*_call.sh scripts (one timed device call each): `name`, `deadline`, `left` and
-# `R` are theirs. Runs one experiment file as a sweep that resumes past every recorded folder under
-# data/measurements/ (unless WATTCOUNTS_REPEAT is set) and stops starting specs `margin` seconds before the
-# deadline, then packs $OUT/NAME.tgz.
+# Sourced by the scripts/gpu_*_call.sh scripts (one timed device call each). call_begin sets `name`, the
+# deadline (`left` prints the seconds to it; 25 s are kept to pack) and `R` ($OUT/NAME), and starts
+# $R/env.txt with the card, the host CPU and Python; call_sweep runs one experiment file as a sweep that
+# resumes past every recorded folder under data/measurements/ (unless WATTCOUNTS_REPEAT is set) and stops
+# starting specs `margin` seconds before the deadline; call_pack packs $OUT/NAME.tgz.
+#   call_begin NAME SECONDS
 #   call_sweep EXPERIMENT.yaml MARGIN_S
 #   call_pack
+call_begin() {
+  name=$1 deadline=$((SECONDS + $2 - 25))
+  R=$OUT/$name
+  mkdir -p "$R"
+  { nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
+    grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version; } > "$R/env.txt" 2>&1
+}
+left() { echo $((deadline - SECONDS)); }
 call_sweep() {
   local experiment=$1 margin=$2 recorded=()
   # WATTCOUNTS_REPEAT=1: measure recorded specs again (a repeatability call: the release keeps the rows of the first folder by name)

@@ -8,15 +8,10 @@
 # check first (when it fails, the sweep measures only through llama-server).
 # Results: $OUT/NAME.tgz (the sweep folder, logs, env.txt). Nothing is changed on the card.
 set -u
-name=$1 seconds=$2
-deadline=$((SECONDS + seconds - 25))  # 25 s to pack the results
-left() { echo $((deadline - SECONDS)); }
+. scripts/device_call_common.sh
+call_begin "$1" "$2"
 export PYTHONPATH=$PWD:$PWD/.llama/py PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-R=$OUT/$name
-mkdir -p "$R"
-{ nvidia-smi --query-gpu=index,name,driver_version,power.limit,memory.total,temperature.gpu,power.draw,persistence_mode --format=csv
-  grep -m1 "model name" /proc/cpuinfo; echo "cpus $(nproc)"; python3 --version
-  c++ --version | head -1; env | grep -E '^(CC|CXX|CFLAGS|CXXFLAGS|LDFLAGS|CUDAFLAGS|CMAKE_[A-Z_]+)=' ; } > "$R/env.txt" 2>&1
+{ c++ --version | head -1; env | grep -E '^(CC|CXX|CFLAGS|CXXFLAGS|LDFLAGS|CUDAFLAGS|CMAKE_[A-Z_]+)=' ; } >> "$R/env.txt" 2>&1
 prefix=/tmp/llama-cuda
 if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
   cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
@@ -41,6 +36,5 @@ if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
     [ "$rc" -ne 0 ] && export WATTCOUNTS_SWEEP_ONLY=${WATTCOUNTS_SWEEP_ONLY:-llamacpp-server}
   done
 fi
-. scripts/device_call_common.sh
 call_sweep experiments/gpu_llamacpp.yaml 75
 call_pack
