@@ -254,7 +254,17 @@ def _check_rows(rows: list[dict], limit: int) -> None:
         assert datetime.fromisoformat(row["evaluated_at"]).utcoffset() == timedelta(0)
 
 
-def test_evaluate_quality_llamacpp_multiple_choice_and_loglikelihood(gemma_gguf: Path) -> None:
+def test_evaluate_quality_llamacpp_multiple_choice_and_loglikelihood(
+    gemma_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Perplexity's bootstrapped stderr is computed in-process: a forked pool can deadlock under threads."""
+    import multiprocessing
+
+    def no_fork(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("lm-eval forked a multiprocessing pool")
+
+    monkeypatch.delenv("DISABLE_MULTIPROC", raising=False)
+    monkeypatch.setattr(multiprocessing, "Pool", no_fork)
     rows = evaluate_quality(
         "llamacpp",
         gemma_gguf,

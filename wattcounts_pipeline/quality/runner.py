@@ -52,9 +52,15 @@ MAX_LENGTH = 2048
 
 
 def _offline() -> None:
-    """No Hub access ever: the tasks read local JSONL files and models are local paths."""
+    """No Hub access ever: the tasks read local JSONL files and models are local paths.
+
+    lm-eval bootstraps perplexity stderrs in a forked multiprocessing pool unless DISABLE_MULTIPROC is set;
+    forking a process that already runs threads (llama.cpp's, torch's, Dagster's) can deadlock the child,
+    and did: a CI run hung 80 minutes there. 1000 resamples in one loop cost well under a second.
+    """
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["DISABLE_MULTIPROC"] = "1"
 
 
 def _load_model(framework: str, model_path: Path, dtype: str) -> LM:
