@@ -11,7 +11,18 @@ from tests.test_model_fixtures import make_configurations
 from wattcounts_pipeline.model.crossval import RESULT_COLUMNS, evaluate
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.predictor import TARGETS, conformal_half_width, fit_predictor
-from wattcounts_pipeline.model.release import CARD_FILE, METRICS_FILE, MODEL_FILE, list_releases, load, train
+from wattcounts_pipeline.model.release import (
+    CARD_FILE,
+    CV_CARD,
+    CV_JSON,
+    EVALUATION_FOLDER,
+    METRICS_FILE,
+    MODEL_FILE,
+    cross_validate_release,
+    list_releases,
+    load,
+    train,
+)
 from wattcounts_pipeline.model.trees import TreeEnsemble, fit_ensemble
 
 MODELS = ["meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
@@ -54,10 +65,26 @@ def test_release_folder_has_model_card_and_metrics(release: Path, configurations
     card = (release / CARD_FILE).read_text()
     metrics = json.loads((release / METRICS_FILE).read_text())
     assert "v0.1.0" in card and f"{len(configurations)} configurations rows" in card
-    assert "| architecture | energy_per_token_j |" in card and "log_roofline_step_s" in card
+    assert "| energy_per_token_j | log(energy_per_token_j / physics) |" in card and "log_roofline_step_s" in card
     assert metrics["n_training_rows"] == len(configurations) and len(metrics["model_sha256"]) == 64
-    assert {r["grouping"] for r in metrics["cv"]} == {"architecture", "hardware", "framework"}
+    assert "cv" not in metrics and f"{EVALUATION_FOLDER}/{CV_CARD}" in card  # training does not cross-validate
     assert metrics["rows_per_target"]["quality_acc_mean"] == int((configurations["weights"] == "real").sum())
+
+
+def test_cross_validation_is_written_beside_the_model_it_describes(configurations: pd.DataFrame,
+                                                                   tmp_path: Path) -> None:
+    folder = train(configurations, "v0.2.0", tmp_path)
+    model_bytes = (folder / MODEL_FILE).read_bytes()
+    cv = cross_validate_release(configurations, "v0.2.0", tmp_path, n_jobs=1)
+    assert set(cv["grouping"]) == {"architecture", "hardware", "framework"}
+    record = json.loads((folder / EVALUATION_FOLDER / CV_JSON).read_text())
+    assert record["model_sha256"] == json.loads((folder / METRICS_FILE).read_text())["model_sha256"]
+    assert {r["grouping"] for r in record["cv"]} == {"architecture", "hardware", "framework"}
+    assert "| architecture | energy_per_token_j |" in (folder / EVALUATION_FOLDER / CV_CARD).read_text()
+    assert (folder / MODEL_FILE).read_bytes() == model_bytes and load(tmp_path, "v0.2.0").release_tag == "v0.2.0"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".incoming-")]
+    with pytest.raises(ModelError, match=r"trained on 72 configurations rows, the table given has 71"):
+        cross_validate_release(configurations.iloc[1:], "v0.2.0", tmp_path, n_jobs=1)
 
 
 def test_save_load_round_trip_predicts_identically(release: Path, configurations: pd.DataFrame) -> None:

@@ -15,7 +15,7 @@ from wattcounts_pipeline.defs.resources import ExperimentsResource, register_exp
 
 HERE = Path(__file__).parent
 PER_PARTITION = ["measurements", "validated_measurements", "quality_scores"]
-DOWNSTREAM = ["configurations", "dataset_release", "energy_model", "recommendation"]
+DOWNSTREAM = ["configurations", "dataset_release", "energy_model", "predictor_evaluation", "recommendation"]
 
 
 def _materialize(instance: dg.DagsterInstance, selection: list[str], experiments: ExperimentsResource,
@@ -60,6 +60,9 @@ def test_whole_graph_end_to_end(home: Path, tmp_path: Path) -> None:
     assert len(runs) == 21 and runs["energy_j"].gt(0).all()
     model_dir = Path(result.output_for_node("energy_model")["path"])
     assert release["tag"] in json.dumps(json.loads((model_dir / "metrics.json").read_text()))
+    evaluation = json.loads((Path(result.output_for_node("predictor_evaluation")["path"]) /
+                             "cross_validation.json").read_text())
+    assert evaluation["release_tag"] == release["tag"] and {r["grouping"] for r in evaluation["cv"]} >= {"hardware"}
 
 
 def test_failing_partition_fails_alone_and_keeps_earlier_release(home: Path, tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ def predictors_dir() -> Path:
 @dg.asset(group_name="train", kinds={"scikitlearn"}, ins={"dataset_release": dg.AssetIn()})
 def energy_model(context: dg.AssetExecutionContext, dataset_release: dict[str, str]) -> dict[str, str]:
     """Trains the energy/speed/quality predictor on the release's configurations table (tag pinned in
-    the model card) with grouped cross-validation (leave one architecture / hardware / framework out),
-    saved as plain JSON numbers (nothing pickled) beside its model card."""
+    the model card), saved as plain JSON numbers (nothing pickled) beside its model card. Its cross-validation
+    is `predictor_evaluation`, so the recommendation does not wait for it."""
     from wattcounts_pipeline.model import train
 
     tag = dataset_release["tag"]
@@ -31,6 +31,24 @@ def energy_model(context: dg.AssetExecutionContext, dataset_release: dict[str, s
                                  "metrics": dg.MetadataValue.json(metrics),
                                  "model_card": dg.MetadataValue.md((model_dir / "model_card.md").read_text())})
     return {"release_tag": tag, "path": str(model_dir)}
+
+
+@dg.asset(group_name="train", kinds={"scikitlearn"},
+          ins={"dataset_release": dg.AssetIn(), "energy_model": dg.AssetIn()})
+def predictor_evaluation(context: dg.AssetExecutionContext, dataset_release: dict[str, str],
+                         energy_model: dict[str, str]) -> dict[str, str]:
+    """How wrong the predictor is out of sample: grouped cross-validation (leave one architecture / hardware /
+    framework out) against two baselines, on the release it was trained on, written beside its model card."""
+    from wattcounts_pipeline.model import cross_validate_release
+    from wattcounts_pipeline.model.release import CV_CARD, EVALUATION_FOLDER
+
+    table = pd.read_parquet(Path(dataset_release["path"]) / "data" / "configurations.parquet")
+    cv = cross_validate_release(table, energy_model["release_tag"], predictors_dir())
+    folder = Path(energy_model["path"]) / EVALUATION_FOLDER
+    context.add_output_metadata({"release_tag": energy_model["release_tag"], "path": dg.MetadataValue.path(str(folder)),
+                                 "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in cv.attrs["notes"]) or "none"),
+                                 "cross_validation": dg.MetadataValue.md((folder / CV_CARD).read_text())})
+    return {"release_tag": energy_model["release_tag"], "path": str(folder)}
 
 
 class RecommendationConfig(dg.Config):

@@ -1,7 +1,7 @@
 """The predictive model: features, training, evaluation and recommendation (no Dagster here).
 
 Public API, imported lazily so that `import wattcounts_pipeline.model` stays cheap for the CLI:
-`train`, `load`, `evaluate`, `fit_predictor`, `Predictor`, `recommend`, `Scenario`, `Candidate`,
+`train`, `load`, `cross_validate_release`, `evaluate`, `fit_predictor`, `Predictor`, `recommend`, `Scenario`, `Candidate`,
 `Recommendation`, `SCENARIOS`, `plot_front`, `build_features`.
 """
 
@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "train": "release", "load": "release", "list_releases": "release",
+    "train": "release", "load": "release", "list_releases": "release", "cross_validate_release": "release",
     "evaluate": "crossval",
     "fit_predictor": "predictor", "Predictor": "predictor",
     "recommend": "recommendation", "Scenario": "recommendation", "Candidate": "recommendation",

@@ -1,5 +1,9 @@
 """Versioned predictor releases: `<out_dir>/<release_tag>/` holding the model, its card and its metrics.
 
+Cross-validation is not part of training (it refits the predictor once per held-out group, 4× the time of the
+fit): `cross_validate_release` writes it afterwards into `<release_tag>/evaluation/`, and the recommendation never
+waits for it.
+
 The model is JSON (split features, thresholds, leaf values), never a pickle, so loading one cannot run code.
 Its sha256 is recorded in metrics.json and checked on load, so a file that changed after training is refused.
 """
@@ -25,6 +29,9 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "predictor.json"
 CARD_FILE = "model_card.md"
 METRICS_FILE = "metrics.json"
+EVALUATION_FOLDER = "evaluation"
+CV_JSON = "cross_validation.json"
+CV_CARD = "cross_validation.md"
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -73,7 +80,7 @@ def _cv_markdown(cv: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_card(predictor: Predictor, metrics: dict[str, Any], cv: pd.DataFrame) -> str:
+def render_card(predictor: Predictor, metrics: dict[str, Any]) -> str:
     """model_card.md: what the predictor was trained on, what it predicts, and how wrong it is out of sample."""
     d = predictor.domain
     target_lines = [f"| target | modelled as | fitted | training rows | interval (nominal {predictor.coverage:.0%}) |",
@@ -90,7 +97,6 @@ def render_card(predictor: Predictor, metrics: dict[str, Any], cv: pd.DataFrame)
         target_lines.append(f"| {spec.name} | {how} | {fitted} | {model.n_rows} | {width} |")
     skipped = metrics["skipped_rows"]
     skipped_text = "\n".join(f"- {n} row(s): {reason}" for reason, n in skipped.items()) or "- none"
-    notes = "\n".join(f"- {n}" for n in metrics["cv_notes"]) or "- none"
     features = sorted({f for spec in TARGETS for f in spec.features})
     return f"""# Watt Counts predictor `{predictor.release_tag}`
 
@@ -134,14 +140,8 @@ bandwidth, 2 · active params · batch / peak FLOP/s); its energy is TDP × step
 (wattcounts_pipeline/model/catalog/hardware.yaml).
 
 ## Cross-validated error
-Whole groups held out (leave one architecture / hardware / framework out). MAPE in %, coverage is the fraction
-of held-out values inside the nominal {predictor.coverage:.0%} interval. Baselines: `roofline` (anchor × one
-fitted scalar), `nearest` (closest measured configuration).
-
-{_cv_markdown(cv)}
-
-Notes:
-{notes}
+In `{EVALUATION_FOLDER}/{CV_CARD}` once the `predictor_evaluation` asset has run on this release (whole groups
+held out: leave one architecture / hardware / framework out; the model against two baselines).
 
 ## Limits
 - A framework, device or architecture never measured is extrapolated; `recommend` warns when it does so.
@@ -160,14 +160,12 @@ Load with `wattcounts_pipeline.model.release.load(out_dir, "{predictor.release_t
 
 def train(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
           coverage: float = DEFAULT_COVERAGE) -> Path:
-    """Fit, cross-validate and write `out_dir/<release_tag>/` (replacing an earlier folder of that tag)."""
-    from wattcounts_pipeline.model.crossval import cross_validate
+    """Fit and write `out_dir/<release_tag>/` (replacing an earlier folder of that tag); no cross-validation."""
     from wattcounts_pipeline.model.predictor import fit, training_table
 
     _check_tag(release_tag)
     rows, feats, skipped = training_table(configurations_df)
     predictor = fit(rows, feats, release_tag=release_tag, coverage=coverage)
-    cv, notes = cross_validate(rows, feats, coverage)
     model_bytes = json.dumps(predictor.to_dict(), separators=(",", ":"), allow_nan=False).encode()
     reasons = pd.Series(list(skipped.values()), dtype=object).value_counts()
     metrics = {
@@ -175,8 +173,7 @@ def train(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
         "coverage_nominal": coverage, "n_training_rows": predictor.n_training_rows,
         "rows_per_target": {name: m.n_rows for name, m in predictor.models.items()},
         "skipped_rows": {str(k): int(v) for k, v in reasons.items()},
-        "cv": [{k: _json_number(v) for k, v in record.items()} for record in cv.to_dict(orient="records")],
-        "cv_notes": notes, "versions": _versions(),
+        "versions": _versions(),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +182,7 @@ def train(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
     try:
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        (staging / CARD_FILE).write_text(render_card(predictor, metrics, cv), encoding="utf-8")
+        (staging / CARD_FILE).write_text(render_card(predictor, metrics), encoding="utf-8")
         if folder.exists():
             logger.warning("replacing existing predictor release %s", folder)
         atomic.replace_folder(staging, folder)
@@ -194,6 +191,50 @@ def train(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
         raise
     logger.info("predictor %s: %d rows, written to %s", release_tag, predictor.n_training_rows, folder)
     return folder
+
+
+def cross_validate_release(configurations_df: pd.DataFrame, release_tag: str, out_dir: Path,
+                           n_jobs: int = -1) -> pd.DataFrame:
+    """Grouped cross-validation of the trained predictor `release_tag`, written to its `evaluation/` folder.
+
+    `configurations_df` must be the table it was trained on (same rows used), so the figures describe it.
+    """
+    from wattcounts_pipeline.model.crossval import cross_validate
+    from wattcounts_pipeline.model.predictor import training_table
+
+    predictor = load(out_dir, release_tag)
+    folder = Path(out_dir) / release_tag
+    rows, feats, _ = training_table(configurations_df)
+    if len(rows) != predictor.n_training_rows:
+        raise ModelError(f"{folder}: trained on {predictor.n_training_rows} configurations rows, the table given has "
+                         f"{len(rows)} usable ones; cross-validate it against the release it was trained on")
+    cv, notes = cross_validate(rows, feats, predictor.coverage, n_jobs)
+    metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    record = {"release_tag": release_tag, "model_sha256": metrics["model_sha256"],
+              "coverage_nominal": predictor.coverage, "notes": notes, "versions": _versions(),
+              "cv": [{k: _json_number(v) for k, v in r.items()} for r in cv.to_dict(orient="records")]}
+    note_lines = "\n".join(f"- {n}" for n in notes) or "- none"
+    card = f"""# Cross-validated error of predictor `{release_tag}`
+
+Whole groups held out (leave one architecture / hardware / framework out), {len(rows)} configurations rows. MAPE
+in %, coverage is the fraction of held-out values inside the nominal {predictor.coverage:.0%} interval. Baselines:
+`roofline` (anchor × one fitted scalar), `nearest` (closest measured configuration).
+
+{_cv_markdown(cv)}
+
+Notes:
+{note_lines}
+"""
+    staging = atomic.staging_folder(folder, EVALUATION_FOLDER)
+    try:
+        (staging / CV_JSON).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (staging / CV_CARD).write_text(card, encoding="utf-8")
+        atomic.replace_folder(staging, folder / EVALUATION_FOLDER)
+    except BaseException:
+        atomic.remove_tree(staging)
+        raise
+    cv.attrs["notes"] = notes
+    return cv
 
 
 def _tag_order(tag: str) -> tuple[tuple[int, ...], str]:
