@@ -74,15 +74,13 @@ def _load_model(framework: str, model_path: Path, dtype: str) -> LM:
     if framework == "transformers":
         import torch
         from lm_eval.models.huggingface import HFLM
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from wattcounts_pipeline.backends.gguf_convert import checkpoint_from_gguf
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if model_path.is_file() and model_path.suffix == ".gguf":
-            # transformers dequantizes GGUF weights into a regular torch model; HFLM gets it ready-made.
-            folder, gguf_file = model_path.parent, model_path.name
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype).to(device)
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-            return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, max_length=MAX_LENGTH)
+            # the GGUF's weights dequantized once into a cached checkpoint, the one the measurement loaded
+            model_path = checkpoint_from_gguf(model_path)
         if model_path.is_dir():
             return HFLM(pretrained=str(model_path), dtype=dtype, device=device, batch_size=8, max_length=MAX_LENGTH)
         raise QualityError(f"transformers quality evaluation needs a .gguf file or a model folder, got {model_path}")
