@@ -3,7 +3,8 @@
     python benchmarks/predictor_cv.py PATH [--coverage 0.8] [--jobs -1] [--out cv.csv]
 
 PATH is a configurations parquet, or a dataset release folder (every `*configurations*.parquet` under it is read).
-Prints, per grouping (leave one architecture / hardware / framework out) and target, the MAPE and interval coverage
+Prints, per grouping (leave one architecture / hardware / framework / quantization out; the largest quarter of
+the architectures held out at once) and target, the MAPE and interval coverage
 of the model and of its two baselines (calibrated roofline, nearest measured neighbour). Groupings with fewer than
 two groups are skipped and said so; rows the catalogs do not know are left out and counted.
 """

@@ -139,3 +139,23 @@ def test_without_quality_data_quality_is_left_out_and_said() -> None:
     rec = recommend(predictor, "H100-SXM", replace(SCENARIOS["chat"], min_quality=0.5))
     assert any("no quality model" in w and "not enforced" in w for w in rec.warnings)
     assert rec.best is not None and rec.front["quality_acc_mean"].isna().all()
+
+
+def test_candidate_larger_than_its_setup_ever_measured_says_why() -> None:
+    small = fit_predictor(make_configurations(120, seed=5, models=[
+        "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"]),
+        "small")
+    quant, framework, mode, gpus = next(s for s in small.domain.setups if s[3] == 1)
+    scenario = Scenario("inside", input_tokens=512, output_tokens=64, concurrency=4)
+    rec = recommend(small, "H100-SXM", scenario, candidates=[
+        Candidate("Qwen2.5-14B", quant, framework, mode, gpus), Candidate("Llama-3.1-8B", quant, framework, mode, gpus)])
+    why = dict(zip(rec.candidates["architecture"], rec.candidates["extrapolation"], strict=True))
+    assert why["Llama-3.1-8B"] == ""
+    assert "architecture Qwen2.5-14B never measured" in why["Qwen2.5-14B"]
+    assert f"14.8B: larger than any model measured as {quant} on {framework} ({mode}, 1 GPU(s)) (largest 8.0B)" \
+        in why["Qwen2.5-14B"]
+    assert any("outside the model sizes measured in their setup" in w for w in rec.warnings)
+    # a predictor saved before the size spans existed loads and simply has none
+    old = small.domain.to_dict()
+    del old["setup_params_b"]
+    assert type(small.domain).from_dict(old).setup_params_b == {}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.test_model_fixtures import make_configurations
-from wattcounts_pipeline.model.crossval import RESULT_COLUMNS, evaluate
+from wattcounts_pipeline.model.crossval import RESULT_COLUMNS, evaluate, largest_architectures
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.predictor import TARGETS, conformal_half_width, fit_predictor
 from wattcounts_pipeline.model.release import (
@@ -76,10 +76,12 @@ def test_cross_validation_is_written_beside_the_model_it_describes(configuration
     folder = train(configurations, "v0.2.0", tmp_path)
     model_bytes = (folder / MODEL_FILE).read_bytes()
     cv = cross_validate_release(configurations, "v0.2.0", tmp_path, n_jobs=1)
-    assert set(cv["grouping"]) == {"architecture", "hardware", "framework"}
+    assert set(cv["grouping"]) == {"architecture", "hardware", "framework", "quantization", "largest"}
     record = json.loads((folder / EVALUATION_FOLDER / CV_JSON).read_text())
     assert record["model_sha256"] == json.loads((folder / METRICS_FILE).read_text())["model_sha256"]
-    assert {r["grouping"] for r in record["cv"]} == {"architecture", "hardware", "framework"}
+    assert {r["grouping"] for r in record["cv"]} == {"architecture", "hardware", "framework", "quantization",
+                                                     "largest"}
+    assert "largest: held out Mixtral-8x7B, trained on the smaller architectures" in record["notes"]
     assert "| architecture | energy_per_token_j |" in (folder / EVALUATION_FOLDER / CV_CARD).read_text()
     assert (folder / MODEL_FILE).read_bytes() == model_bytes and load(tmp_path, "v0.2.0").release_tag == "v0.2.0"
     assert not [p for p in folder.iterdir() if p.name.startswith(".incoming-")]
@@ -155,11 +157,22 @@ def test_evaluate_reports_groupings_models_and_skips_single_groups() -> None:
                                         models=MODELS[:3])
     table = evaluate(one_framework, n_jobs=1)
     assert list(table.columns) == RESULT_COLUMNS
-    assert set(table["grouping"]) == {"architecture", "hardware"}
+    assert set(table["grouping"]) == {"architecture", "hardware", "largest"}
     assert any("framework: skipped" in note for note in table.attrs["notes"])
+    assert any("quantization: skipped" in note for note in table.attrs["notes"])
+    largest = table[table["grouping"] == "largest"]
+    assert (largest["n_groups"] == 1).all()
+    assert (largest["n_rows"] < len(one_framework)).all()
     assert set(table["model"]) == {"model", "roofline", "nearest"}
     assert table["mape"].ge(0).all() and table["coverage"].between(0, 1).all()
     assert set(table.loc[table["model"] == "roofline", "target"]) == {t.name for t in TARGETS if t.anchor}
+
+
+def test_largest_holds_out_the_top_quarter_and_leaves_two_to_train_on() -> None:
+    feats = pd.DataFrame({"arch_key": list("abcdefgh"), "log_total_params": np.log([1, 2, 3, 4, 5, 6, 70, 8])})
+    assert largest_architectures(feats) == ["g", "h"]
+    assert largest_architectures(feats.head(3)) == ["c"]
+    assert largest_architectures(feats.head(2)) == []
 
 
 @pytest.mark.parametrize("n_query, n_pool, exclude_self", [(300, 300, True), (300, 300, False), (7, 250, False)])

@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
               f"TTFT {b['ttft_p50_s']:.3g} s, TPOT {b['tpot_p50_s']:.3g} s, quality {b['quality_acc_mean']:.3g}")
     for message in rec.warnings:
         print(f"warning: {message}")
+    for _, row in rec.front[rec.front["extrapolation"] != ""].iterrows():
+        print(f"extrapolated: {row['architecture']} {row['quantization']} on {row['framework']} "
+              f"({row['mode']}, {row['gpu_count']} GPU(s)): {row['extrapolation']}")
     if args.plot is not None:
         from wattcounts_pipeline.model.plot import plot_front
 

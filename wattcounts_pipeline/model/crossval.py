@@ -27,7 +27,11 @@ from wattcounts_pipeline.model.predictor import (
 
 logger = logging.getLogger(__name__)
 
-GROUPINGS = {"architecture": "arch_key", "hardware": "hardware_key", "framework": "framework"}
+GROUPINGS = {"architecture": "arch_key", "hardware": "hardware_key", "framework": "framework",
+             "quantization": "quant_key"}
+LARGEST_SHARE = 0.25
+"""`largest` holds out this share of the architectures, the largest by total parameters, in one fold: users ask
+about models bigger than any measured, and leave-one-out does not show how the model extrapolates there."""
 NEIGHBOUR_FEATURES = ["log_active_params", "log_batch_size", "log_input_tokens", "log_output_tokens",
                       "bytes_per_weight"]
 RESULT_COLUMNS = ["grouping", "target", "model", "mape", "coverage", "n_rows", "n_groups"]
@@ -126,6 +130,39 @@ def _held_out_fold(rows: pd.DataFrame, feats: pd.DataFrame, test: np.ndarray, co
     return out
 
 
+def held_out_folds(feats: pd.DataFrame) -> tuple[list[tuple[str, int, np.ndarray]], list[str]]:
+    """(grouping, number of groups, held-out row mask) for every fold, and notes: the groupings skipped and
+    why, and which architectures `largest` held out."""
+    notes: list[str] = []
+    folds: list[tuple[str, int, np.ndarray]] = []
+    for grouping, column in GROUPINGS.items():
+        groups = feats[column].to_numpy()
+        unique = sorted(set(groups))
+        if len(unique) < 2:
+            notes.append(f"{grouping}: skipped, the data cover only {len(unique)} group(s) ({', '.join(unique)})")
+            continue
+        folds += [(grouping, len(unique), groups == group) for group in unique]
+    largest = largest_architectures(feats)
+    if largest:
+        folds.append(("largest", 1, feats["arch_key"].isin(largest).to_numpy()))
+        notes.append(f"largest: held out {', '.join(largest)}, trained on the smaller architectures")
+    else:
+        notes.append("largest: skipped, fewer than 3 architectures")
+    for note in notes:
+        logger.info("cross-validation: %s", note)
+    return folds, notes
+
+
+def largest_architectures(feats: pd.DataFrame, share: float = LARGEST_SHARE) -> list[str]:
+    """The largest `share` of the architectures by total parameters (at least one), leaving at least two to
+    train on; empty when there are fewer than three."""
+    params = feats.groupby("arch_key")["log_total_params"].first().sort_values(ascending=False)
+    if len(params) < 3:
+        return []
+    n = min(max(1, int(np.ceil(share * len(params)))), len(params) - 2)
+    return list(params.index[:n])
+
+
 def cross_validate(rows: pd.DataFrame, feats: pd.DataFrame, coverage: float = DEFAULT_COVERAGE,
                    n_jobs: int = -1) -> tuple[pd.DataFrame, list[str]]:
     """CV table and notes (groupings skipped and why) for already-featurized rows (see `training_table`).
@@ -134,16 +171,7 @@ def cross_validate(rows: pd.DataFrame, feats: pd.DataFrame, coverage: float = DE
     """
     from joblib import Parallel, delayed  # training only
 
-    notes: list[str] = []
-    folds: list[tuple[str, int, np.ndarray]] = []
-    for grouping, column in GROUPINGS.items():
-        groups = feats[column].to_numpy()
-        unique = sorted(set(groups))
-        if len(unique) < 2:
-            notes.append(f"{grouping}: skipped, the data cover only {len(unique)} group(s) ({', '.join(unique)})")
-            logger.warning("cross-validation: %s", notes[-1])
-            continue
-        folds += [(grouping, len(unique), groups == group) for group in unique]
+    folds, notes = held_out_folds(feats)
     results = Parallel(n_jobs=n_jobs)(delayed(_held_out_fold)(rows, feats, test, coverage) for _, _, test in folds)
     if n_jobs != 1:  # loky's idle workers live 300 s and the process waits for them at exit: a Dagster step
         from joblib.externals.loky import get_reusable_executor  # would hold the next step back that long
@@ -164,7 +192,8 @@ def cross_validate(rows: pd.DataFrame, feats: pd.DataFrame, coverage: float = DE
 
 
 def evaluate(configurations_df: pd.DataFrame, coverage: float = DEFAULT_COVERAGE, n_jobs: int = -1) -> pd.DataFrame:
-    """Leave-one-{architecture, hardware, framework}-out CV of model and baselines.
+    """Leave-one-{architecture, hardware, framework, quantization}-out and leave-the-largest-out CV of the model
+    and its baselines.
 
     Columns: grouping, target, model (model | roofline | nearest), mape (%), coverage (fraction inside the
     nominal `coverage` interval), n_rows, n_groups. Skipped groupings are logged and listed in `attrs["notes"]`.

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 RANGED = ("batch_size", "input_tokens", "output_tokens")
+SETUP_COLUMNS = ["quant_key", "framework", "mode", "gpu_count"]
+
+
+def setup_key(quant: str, framework: str, mode: str, gpu_count: int) -> str:
+    return f"{quant}|{framework}|{mode}|{int(gpu_count)}"
+
+
+def _params_b(feats: pd.DataFrame) -> np.ndarray:
+    return np.exp(feats["log_total_params"].to_numpy(float)) / 1e9
 
 
 @dataclass(frozen=True)
@@ -23,10 +33,15 @@ class Domain:
     quality_architectures: tuple[str, ...]
     setups: tuple[tuple[str, str, str, int], ...]
     """(quantization, framework, mode, gpu_count) combinations measured: the default recommendation candidates."""
+    setup_params_b: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Smallest and largest model measured per setup (`setup_key`), in billions of total parameters: a model
+    outside that span is a size extrapolation (predictors saved before it have none, so no such warning)."""
 
     @classmethod
     def from_features(cls, feats: pd.DataFrame, quality_feats: pd.DataFrame) -> Domain:
-        setups = feats[["quant_key", "framework", "mode", "gpu_count"]].drop_duplicates()
+        setups = feats[SETUP_COLUMNS].drop_duplicates()
+        params = feats[SETUP_COLUMNS].assign(params_b=_params_b(feats)).groupby(SETUP_COLUMNS)["params_b"]
+        spans = params.agg(["min", "max"])
         return cls(
             ranges={c: (float(feats[c].min()), float(feats[c].max())) for c in RANGED},
             hardware=tuple(sorted(feats["hardware_key"].unique())),
@@ -36,7 +51,37 @@ class Domain:
             gpu_counts=tuple(sorted(int(c) for c in feats["gpu_count"].unique())),
             quality_architectures=tuple(sorted(quality_feats["arch_key"].unique())),
             setups=tuple(sorted((str(q), str(f), str(m), int(g)) for q, f, m, g in setups.itertuples(index=False))),
+            setup_params_b={setup_key(*key): (float(lo), float(hi)) for key, lo, hi in
+                            zip(spans.index, spans["min"], spans["max"], strict=True)},
         )
+
+    def extrapolations(self, feats: pd.DataFrame) -> list[str]:
+        """Per row of `feats`, why its prediction lies outside what was measured ("" when inside): a device,
+        architecture, engine or format never measured, a setup never measured, a model larger or smaller
+        than any measured in its setup, a batch or length outside the measured range."""
+        params_b = _params_b(feats)
+        out = []
+        for i, row in enumerate(feats.itertuples(index=False)):
+            r = row._asdict()
+            reasons = [f"{label} {r[column]} never measured" for column, label, known in (
+                ("hardware_key", "device", self.hardware), ("arch_key", "architecture", self.architectures),
+                ("framework", "framework", self.frameworks), ("quant_key", "quantization", self.quantizations))
+                if r[column] not in known]
+            key = setup_key(r["quant_key"], r["framework"], r["mode"], r["gpu_count"])
+            where = f"{r['quant_key']} on {r['framework']} ({r['mode']}, {int(r['gpu_count'])} GPU(s))"
+            span = self.setup_params_b.get(key)
+            if span is None and self.setup_params_b and not reasons:
+                reasons.append(f"{where} never measured")
+            elif span is not None and params_b[i] > span[1] * 1.05:
+                reasons.append(f"{params_b[i]:.1f}B: larger than any model measured as {where} "
+                               f"(largest {span[1]:.1f}B)")
+            elif span is not None and params_b[i] < span[0] / 1.05:
+                reasons.append(f"{params_b[i]:.2g}B: smaller than any model measured as {where} "
+                               f"(smallest {span[0]:.2g}B)")
+            reasons += [f"{column} {r[column]:g} outside the measured [{lo:g}, {hi:g}]"
+                        for column, (lo, hi) in self.ranges.items() if not lo <= r[column] <= hi]
+            out.append("; ".join(reasons))
+        return out
 
     def warnings(self, feats: pd.DataFrame) -> list[str]:
         """One sentence per way the rows in `feats` leave the measured domain."""
@@ -58,6 +103,11 @@ class Domain:
             if len(outside):
                 out.append(f"{column} {sorted(set(outside.round(1)))} outside the measured range [{lo:g}, {hi:g}]; "
                            "trees do not extrapolate, so these rest on the roofline scaling alone")
+        sized = [reason for row in self.extrapolations(feats) for reason in row.split("; ")
+                 if "than any model measured" in reason]
+        if sized:
+            out.append(f"{len(sized)} row(s) lie outside the model sizes measured in their setup (e.g. "
+                       f"{sized[0]}): those predictions extrapolate in size; each row's `extrapolation` says why")
         no_quality = sorted(set(feats["arch_key"]) - set(self.quality_architectures))
         if no_quality and self.quality_architectures:
             out.append(f"quality never evaluated for {', '.join(no_quality)}; its quality is extrapolated from "
@@ -74,4 +124,6 @@ class Domain:
                    frameworks=tuple(data["frameworks"]), quantizations=tuple(data["quantizations"]),
                    gpu_counts=tuple(int(c) for c in data["gpu_counts"]),
                    quality_architectures=tuple(data["quality_architectures"]),
-                   setups=tuple((str(q), str(f), str(m), int(g)) for q, f, m, g in data["setups"]))
+                   setups=tuple((str(q), str(f), str(m), int(g)) for q, f, m, g in data["setups"]),
+                   setup_params_b={k: (float(v[0]), float(v[1]))
+                                   for k, v in data.get("setup_params_b", {}).items()})

@@ -195,6 +195,7 @@ def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
     table = pd.concat([feats[["arch_key", "quant_key", "framework", "mode", "gpu_count", "batch_size"]]
                        .rename(columns={"arch_key": "architecture", "quant_key": "quantization"}), preds], axis=1)
     table["latency_s"] = _latency_s(preds, feats, scenario)
+    table["extrapolation"] = predictor.domain.extrapolations(feats)
     kwh_per_1m = table["energy_per_token_j"] * 1e6 / J_PER_KWH
     table["cost_per_1m_tokens_usd"] = kwh_per_1m * electricity_usd_per_kwh
     table["co2_per_1m_tokens_g"] = kwh_per_1m * carbon_g_per_kwh

@@ -141,7 +141,8 @@ bandwidth, 2 · active params · batch / peak FLOP/s); its energy is TDP × step
 
 ## Cross-validated error
 In `{EVALUATION_FOLDER}/{CV_CARD}` once the `predictor_evaluation` asset has run on this release (whole groups
-held out: leave one architecture / hardware / framework out; the model against two baselines).
+held out: leave one architecture / hardware / framework / quantization out, and the largest quarter of the
+architectures held out at once; the model against two baselines).
 
 ## Limits
 - A framework, device or architecture never measured is extrapolated; `recommend` warns when it does so.
@@ -216,8 +217,9 @@ def cross_validate_release(configurations_df: pd.DataFrame, release_tag: str, ou
     note_lines = "\n".join(f"- {n}" for n in notes) or "- none"
     card = f"""# Cross-validated error of predictor `{release_tag}`
 
-Whole groups held out (leave one architecture / hardware / framework out), {len(rows)} configurations rows. MAPE
-in %, coverage is the fraction of held-out values inside the nominal {predictor.coverage:.0%} interval. Baselines:
+Whole groups held out (leave one architecture / hardware / framework / quantization out; `largest`: the
+largest quarter of the architectures by total parameters at once, trained on the smaller ones),
+{len(rows)} configurations rows. MAPE in %, coverage is the fraction of held-out values inside the nominal {predictor.coverage:.0%} interval. Baselines:
 `roofline` (anchor × one fitted scalar), `nearest` (closest measured configuration).
 
 {_cv_markdown(cv)}
