@@ -140,16 +140,17 @@ def held_out_folds(feats: pd.DataFrame) -> tuple[list[tuple[str, int, np.ndarray
         unique = sorted(set(groups))
         if len(unique) < 2:
             notes.append(f"{grouping}: skipped, the data cover only {len(unique)} group(s) ({', '.join(unique)})")
+            logger.warning("cross-validation: %s", notes[-1])
             continue
         folds += [(grouping, len(unique), groups == group) for group in unique]
     largest = largest_architectures(feats)
     if largest:
         folds.append(("largest", 1, feats["arch_key"].isin(largest).to_numpy()))
         notes.append(f"largest: held out {', '.join(largest)}, trained on the smaller architectures")
+        logger.info("cross-validation: %s", notes[-1])
     else:
         notes.append("largest: skipped, fewer than 3 architectures")
-    for note in notes:
-        logger.info("cross-validation: %s", note)
+        logger.warning("cross-validation: %s", notes[-1])
     return folds, notes
 
 

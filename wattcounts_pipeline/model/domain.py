@@ -10,6 +10,9 @@ import pandas as pd
 
 RANGED = ("batch_size", "input_tokens", "output_tokens")
 SETUP_COLUMNS = ["quant_key", "framework", "mode", "gpu_count"]
+CATEGORIES = (("hardware_key", "hardware", "device"), ("arch_key", "architectures", "architecture"),
+              ("framework", "frameworks", "framework"), ("quant_key", "quantizations", "quantization"))
+"""(feature column, `Domain` field of the values measured, the word for one of them)."""
 
 
 def setup_key(quant: str, framework: str, mode: str, gpu_count: int) -> str:
@@ -63,10 +66,8 @@ class Domain:
         out = []
         for i, row in enumerate(feats.itertuples(index=False)):
             r = row._asdict()
-            reasons = [f"{label} {r[column]} never measured" for column, label, known in (
-                ("hardware_key", "device", self.hardware), ("arch_key", "architecture", self.architectures),
-                ("framework", "framework", self.frameworks), ("quant_key", "quantization", self.quantizations))
-                if r[column] not in known]
+            reasons = [f"{word} {r[column]} never measured" for column, known, word in CATEGORIES
+                       if r[column] not in getattr(self, known)]
             key = setup_key(r["quant_key"], r["framework"], r["mode"], r["gpu_count"])
             where = f"{r['quant_key']} on {r['framework']} ({r['mode']}, {int(r['gpu_count'])} GPU(s))"
             span = self.setup_params_b.get(key)
@@ -86,10 +87,8 @@ class Domain:
     def warnings(self, feats: pd.DataFrame) -> list[str]:
         """One sentence per way the rows in `feats` leave the measured domain."""
         out = []
-        for column, label, known in (("hardware_key", "hardware", self.hardware),
-                                     ("arch_key", "architectures", self.architectures),
-                                     ("framework", "frameworks", self.frameworks),
-                                     ("quant_key", "quantizations", self.quantizations)):
+        for column, label, _ in CATEGORIES:
+            known = getattr(self, label)
             unseen = sorted(set(feats[column]) - set(known))
             if unseen:
                 out.append(f"{label} never measured: {', '.join(unseen)}; predictions extrapolate from the roofline "

@@ -219,8 +219,9 @@ def cross_validate_release(configurations_df: pd.DataFrame, release_tag: str, ou
 
 Whole groups held out (leave one architecture / hardware / framework / quantization out; `largest`: the
 largest quarter of the architectures by total parameters at once, trained on the smaller ones),
-{len(rows)} configurations rows. MAPE in %, coverage is the fraction of held-out values inside the nominal {predictor.coverage:.0%} interval. Baselines:
-`roofline` (anchor × one fitted scalar), `nearest` (closest measured configuration).
+{len(rows)} configurations rows. MAPE in %, coverage is the fraction of held-out values inside the nominal
+{predictor.coverage:.0%} interval. Baselines: `roofline` (anchor × one fitted scalar), `nearest` (closest
+measured configuration).
 
 {_cv_markdown(cv)}
 
