@@ -105,12 +105,17 @@ REGISTRY: dict[str, str] = {
     "vllm": "wattcounts_pipeline.backends.vllm_backend:VLLMBackend",
     "openai": "wattcounts_pipeline.backends.openai_compat:OpenAICompatBackend",
 }
+# (framework, parallelism) pairs measured by another class than the framework's own
+PARALLEL_REGISTRY: dict[tuple[str, str], str] = {
+    ("transformers", "tensor"): "wattcounts_pipeline.backends.transformers_tp:TensorParallelTransformersBackend",
+}
 
 
-def backend_class(framework: str) -> type[InferenceBackend]:
-    """Import and return the backend class for `framework`, with a clear error when it is missing."""
+def backend_class(framework: str, parallelism: str = "none") -> type[InferenceBackend]:
+    """Import and return the backend class for `framework` spread over GPUs by `parallelism`, with a clear
+    error when it is unknown or its optional dependency is missing."""
     try:
-        target = REGISTRY[framework]
+        target = PARALLEL_REGISTRY.get((framework, parallelism)) or REGISTRY[framework]
     except KeyError:
         raise BackendError(f"unknown framework {framework!r}; known: {sorted(REGISTRY)}") from None
     module_name, class_name = target.split(":")
@@ -125,9 +130,5 @@ def backend_class(framework: str) -> type[InferenceBackend]:
 
 
 def backend_for(spec: ExperimentSpec) -> type[InferenceBackend]:
-    """The backend class measuring `spec`: its framework's, or the tensor-parallel variant it asks for."""
-    if spec.framework == "transformers" and spec.parallelism == "tensor":
-        from wattcounts_pipeline.backends.transformers_tp import TensorParallelTransformersBackend
-
-        return TensorParallelTransformersBackend
-    return backend_class(spec.framework)
+    """The backend class measuring `spec`: its framework's, or the parallel variant it asks for."""
+    return backend_class(spec.framework, spec.parallelism)
