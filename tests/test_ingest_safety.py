@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from wattcounts_pipeline.core import atomic
+from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import ReleaseError
 from wattcounts_pipeline.hub import build_release
 from wattcounts_pipeline.hub import release as release_module
@@ -335,3 +336,20 @@ def test_hub_endpoint_that_never_answers_fails_within_the_timeout(silent_endpoin
     assert len(errors) == 1 and isinstance(errors[0], ReleaseError)
     assert "creating the dataset repository (org/data): no answer within 1.5 s" in str(errors[0])
     assert "hf_secret_token" not in str(errors[0])
+
+
+def test_atomic_file_replaces_only_when_the_block_ends_cleanly(tmp_path):
+    target = tmp_path / "sub" / "table.parquet"
+    with atomic_file(target) as tmp:
+        assert tmp.parent == target.parent and not tmp.exists()
+        tmp.write_text("first")
+        assert not target.exists()  # nothing visible until the rename
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer died")
+    assert target.read_text() == "first"  # the old file survives a failed write ...
+    assert sorted(p.name for p in target.parent.iterdir()) == ["table.parquet"]  # ... and no temporary is left
+    with atomic_file(target) as tmp:
+        tmp.write_text("second")
+    assert target.read_text() == "second"

@@ -17,13 +17,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import RecordedDataError
 
 logger = logging.getLogger(__name__)
@@ -199,19 +199,13 @@ def pack_sweep(folder: Path, level: int = ZSTD_LEVEL) -> dict[str, dict[str, int
         if not jsonl.exists():
             continue
         frame = read_table(folder, name)
-        tmp = folder / f".{name}.parquet.tmp"
-        try:
+        jsonl_bytes = jsonl.stat().st_size
+        with atomic_file(target) as tmp:  # an error below leaves the JSONL and no parquet
             table = pa.Table.from_pandas(frame, preserve_index=False)
             pq.write_table(table, tmp, compression="zstd", compression_level=level, use_dictionary=True)
             problem = same_frame(frame, _read_parquet(tmp))
-        except Exception:
-            tmp.unlink(missing_ok=True)
-            raise
-        if problem is not None:
-            tmp.unlink(missing_ok=True)
-            raise RecordedDataError(f"{jsonl}: packed parquet does not read back equal ({problem}); JSONL kept")
-        jsonl_bytes = jsonl.stat().st_size
-        os.replace(tmp, target)
+            if problem is not None:
+                raise RecordedDataError(f"{jsonl}: packed parquet does not read back equal ({problem}); JSONL kept")
         jsonl.unlink()
         report[name] = {"rows": len(frame), "jsonl_bytes": jsonl_bytes, "parquet_bytes": target.stat().st_size}
         logger.info("packed %s: %d rows, %d -> %d bytes", jsonl, len(frame), jsonl_bytes, target.stat().st_size)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from wattcounts_pipeline.backends.llamacpp_lib import load_llama_cpp
+from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -40,18 +40,12 @@ def requantize(source: Path, quantization: str, cache_dir: Path) -> Path:
     target = cache_dir / f"{source.stem}.requant-{quantization.upper()}.gguf"
     if target.is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=cache_dir)
-    os.close(fd)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
     logger.info("re-quantizing %s (%s) to %s", source, native, quantization)
-    try:
-        if llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), params) != 0:
+    with atomic_file(target) as tmp:
+        if llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params) != 0:
             raise BackendError(f"llama.cpp failed to quantize {source} to {quantization}")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return target

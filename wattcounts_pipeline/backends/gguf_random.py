@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -286,13 +285,10 @@ def write_random_gguf(config_dir: Path, quantization: str, out: Path, seed: int 
 
     shape = Shape.from_config(config_dir)
     planned = plan(shape, quantization)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
     rng = np.random.default_rng(seed)
     pools: dict[str, np.ndarray] = {}
-    try:
-        writer = gguf.GGUFWriter(tmp, shape.arch)
+    with atomic_file(out) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), shape.arch)
         _metadata(writer, shape, quantization)
         for t in planned:
             qtype = gguf.GGMLQuantizationType[t.type]
@@ -312,9 +308,6 @@ def write_random_gguf(config_dir: Path, quantization: str, out: Path, seed: int 
             data = _data(t, pools, rng)
             writer.write_tensor_data(data.view(np.float16) if t.type == "F16" else data)
         writer.close()
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     logger.info("wrote random %s GGUF of %s: %s (%.2f GB)", quantization, config_dir, out, out.stat().st_size / 1e9)
     return out
 

@@ -1,6 +1,7 @@
 """Crash-safe folders: write into a staging sibling, rename into place, remove what a killed run left.
 
-The one copy of this pattern (the dataset release, the asset IO manager and the submission store use it).
+The one copy of this pattern (the dataset release, the asset IO manager and the submission store use it), and
+`atomic_file`, its one-file form (caches of GGUFs and task files, packed sweep tables).
 A rename within one parent folder is atomic, so readers see the old folder or the new one, never half of
 either; staging folders start with `STAGING` and are removed by whoever next holds the lock of that output.
 """
@@ -27,6 +28,20 @@ def staging_folder(parent: Path, name: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f"{STAGING}{name}-", dir=parent))
     folder.chmod(_FOLDER_MODE)
     return folder
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """A path beside `target` to write; it becomes `target` by one rename only when the block ends without an
+    error, and is removed otherwise, so a reader never meets a half-written file. The path does not exist yet:
+    the writer creates it (with the process's usual mode)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_folder(staged: Path, folder: Path) -> None:

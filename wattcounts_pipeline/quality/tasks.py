@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import QualityError
 
 if TYPE_CHECKING:
@@ -133,10 +133,8 @@ def render_task_dir(data_dir: Path | None = None, out_dir: Path | None = None) -
         out_dir = paths.subdir("cache", "quality_tasks", digest)
     out_dir.mkdir(parents=True, exist_ok=True)
     for file_name, text in rendered.items():
-        target = out_dir / file_name
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        with atomic_file(out_dir / file_name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     logger.debug("rendered %d quality task YAMLs into %s", len(rendered), out_dir)
     return out_dir
 
