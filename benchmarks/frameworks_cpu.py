@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import WattCountsError
 from wattcounts_pipeline.core.specs import load_experiment
-from wattcounts_pipeline.measure import measure_spec
+from wattcounts_pipeline.measure.run import measure_spec
 from wattcounts_pipeline.meters.estimate import cpu_model_name
 from wattcounts_pipeline.meters.select import best_meter
 

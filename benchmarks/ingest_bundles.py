@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from wattcounts_pipeline.submissions import accepted_tables, ingest_bundle, list_inbox, pack_bundle
 from wattcounts_pipeline.submissions.example import write_example_bundle
+from wattcounts_pipeline.submissions.pack import pack_bundle
+from wattcounts_pipeline.submissions.store import accepted_tables, ingest_bundle, list_inbox
 
 SPECS, REPETITIONS, REQUESTS_PER_RUN = 10, 100, 9  # 1,000 runs + 9,000 requests = 10,000 rows
 

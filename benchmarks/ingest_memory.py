@@ -24,7 +24,7 @@ WORST = ["parquet_dictionary_bomb", "parquet_dictionary_bomb_short_strings", "pa
          "csv_too_many_rows", "csv_header_too_long", "runs_cell_600kb", "affiliation_600kb", "software_600kb"]
 CHILD = """
 import json, sys, time
-from wattcounts_pipeline.submissions import ingest_bundle
+from wattcounts_pipeline.submissions.store import ingest_bundle
 def peak_mib():  # VmHWM: this process's own high-water mark (ru_maxrss carries the parent's over fork+exec)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wattcounts_pipeline.sweep import done_keys, find_recorded, load_sweep
+from wattcounts_pipeline.measure.store import done_keys, find_recorded, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "measurements"
 

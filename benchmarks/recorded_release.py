@@ -21,7 +21,7 @@ from wattcounts_pipeline.aggregate import aggregate
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.validation import validate_partitions
 from wattcounts_pipeline.hub.release import build_release
-from wattcounts_pipeline.sweep import done_keys, find_recorded
+from wattcounts_pipeline.measure.store import done_keys, find_recorded
 
 ROOT = Path("data") / "measurements"
 

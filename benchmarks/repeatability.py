@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wattcounts_pipeline.sweep_store import read_table
+from wattcounts_pipeline.measure.store import read_table
 
 MIN_WINDOW_S = 10.0  # the current protocol's shortest measured window (a little slack below is jitter)
 

@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 from recorded_release import ROOT, release_from_folders
 from validate_1m import commit, machine
 
+from wattcounts_pipeline.measure.store import load_sweep
 from wattcounts_pipeline.model.release import train
-from wattcounts_pipeline.sweep_store import load_sweep
 
 RESULT = Path(__file__).parent / "results" / "scale_recorded.json"
 SOURCE = "synthetic:scale-test"

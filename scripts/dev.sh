@@ -6,5 +6,5 @@ scripts/setup.sh
 export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.dagster_home}
 mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp .dagster/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
-.venv/bin/python -m wattcounts_pipeline.register
+.venv/bin/wattcounts register
 exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml

@@ -18,7 +18,7 @@ call_sweep() {
   local experiment=$1 margin=$2 recorded=()
   # WATTCOUNTS_REPEAT=1: measure recorded specs again (a repeatability call: the release keeps the rows of the first folder by name)
   [ -z "${WATTCOUNTS_REPEAT:-}" ] && for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
-  [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.sweep "$experiment" --cold-idle-s 10 \
+  [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.cli sweep "$experiment" --cold-idle-s 10 \
     --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - margin)) \
     ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
 }

@@ -33,7 +33,7 @@ captured=(experiments/gpu_captured.yaml)
 deadline=$((SECONDS + seconds - 20))  # 20 s to pack the results
 left() { echo $((deadline - SECONDS)); }
 # start no spec in the last 90 s (a spec takes 15-60 s, a compiled one longer); hard stop at the deadline
-sweep() { local out=$1; shift; [ "$(left)" -gt 100 ] || return 0; timeout "$(left)" python3 -m wattcounts_pipeline.sweep "$@" --out "$R/$out" \
+sweep() { local out=$1; shift; [ "$(left)" -gt 100 ] || return 0; timeout "$(left)" python3 -m wattcounts_pipeline.cli sweep "$@" --out "$R/$out" \
             "${pin[@]}" "${recorded[@]}" --max-seconds $(($(left) - 90)) >> "$R/$out.log" 2>&1; }
 claims=$R/claims.txt
 case $plan in
@@ -62,6 +62,6 @@ esac
 wait
 # every sweep has ended: JSONL -> parquet (each JSONL kept if its parquet does not read back identical)
 for d in "$R"/*/; do
-  [ -f "$d/runs.jsonl" ] && python3 -m wattcounts_pipeline.sweep pack "$d" >> "$R/pack.log" 2>&1
+  [ -f "$d/runs.jsonl" ] && python3 -m wattcounts_pipeline.cli pack "$d" >> "$R/pack.log" 2>&1
 done
 tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"

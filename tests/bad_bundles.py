@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from wattcounts_pipeline.submissions import pack_bundle
 from wattcounts_pipeline.submissions.example import write_example_bundle
+from wattcounts_pipeline.submissions.pack import pack_bundle
 
 Build = Callable[[Path], Path]
 CORPUS: dict[str, tuple[Build, str]] = {}

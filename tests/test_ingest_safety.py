@@ -31,9 +31,11 @@ from wattcounts_pipeline.hub import build_release
 from wattcounts_pipeline.hub import release as release_module
 from wattcounts_pipeline.hub.publish import publish_hub
 from wattcounts_pipeline.hub.release import write_checksums
-from wattcounts_pipeline.submissions import Limits, bundle_id, bundle_state, ingest_bundle, pack_bundle
 from wattcounts_pipeline.submissions import store as store_module
+from wattcounts_pipeline.submissions.archive import Limits
 from wattcounts_pipeline.submissions.example import write_example_bundle
+from wattcounts_pipeline.submissions.pack import pack_bundle
+from wattcounts_pipeline.submissions.store import bundle_id, bundle_state, ingest_bundle
 
 FORK = multiprocessing.get_context("fork")  # a forked child starts in milliseconds: CI can afford many kills
 

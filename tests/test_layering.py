@@ -66,6 +66,12 @@ def test_meters_and_backends_stay_apart(part, other):
     assert other not in GRAPH[part]
 
 
+def test_only_measure_joins_meters_and_backends():
+    """Orchestration (a spec's idle, warm-up and windows around an engine) lives in one library part; the asset
+    layer only wires a meter resource and resolves model paths for lm-eval."""
+    assert {part for part, edges in GRAPH.items() if {"meters", "backends"} <= edges} <= {"measure", "defs"}
+
+
 def test_only_entry_points_import_defs():
     assert {part for part, edges in GRAPH.items() if "defs" in edges} <= ENTRY_POINTS
 

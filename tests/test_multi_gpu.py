@@ -20,9 +20,9 @@ from wattcounts_pipeline.backends.transformers_backend import balanced_device_ma
 from wattcounts_pipeline.core.errors import BackendError, SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef, Workload, load_experiment
 from wattcounts_pipeline.core.validation import validate_table
-from wattcounts_pipeline.measure import check_hardware, measure_spec
+from wattcounts_pipeline.measure.run import check_hardware, measure_spec
+from wattcounts_pipeline.measure.store import load_sweep
 from wattcounts_pipeline.meters.estimate import EstimateMeter
-from wattcounts_pipeline.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "models" / "tiny-llama"
@@ -143,7 +143,7 @@ def test_sharded_sweep_measures_each_spec_once(tmp_path: Path) -> None:
     experiment = tmp_path / "shards.yaml"
     experiment.write_text(yaml.safe_dump(doc))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "wattcounts_pipeline.sweep", str(experiment), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "wattcounts_pipeline.cli", "sweep", str(experiment), "--out", str(out),
                            "--shards", "2", "--meter", "estimate"], check=False, capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "0,1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -174,7 +174,7 @@ def test_prefill_split_separates_prefill_from_decode() -> None:
 def test_sweep_hardware_pin_gives_new_ids_and_is_enforced(tmp_path: Path) -> None:
     """`--hardware h100` re-measures a file's specs under ids of their own; a host without that card
     refuses each one (recorded in failures.jsonl) instead of filing its rows under the wrong card."""
-    from wattcounts_pipeline.sweep import main
+    from wattcounts_pipeline.cli import main
 
     doc = {"name": "pin", "defaults": {"repetitions": 1, "idle_s": 0.0},
            "models": {"tiny": {"source": "config:models/tiny-llama", "weights": "random", "architecture": "llama"}},
@@ -185,7 +185,7 @@ def test_sweep_hardware_pin_gives_new_ids_and_is_enforced(tmp_path: Path) -> Non
     experiment.write_text(yaml.safe_dump(doc))
     (spec,) = load_experiment(experiment)
     # its only spec fails on this host: the sweep says so in its exit status
-    assert main([str(experiment), "--out", str(tmp_path / "out"), "--meter", "estimate", "--hardware", "H100"]) == 1
+    assert main(["sweep", str(experiment), "--out", str(tmp_path / "out"), "--meter", "estimate", "--hardware", "H100"]) == 1
     failures = pd.read_json(tmp_path / "out" / "failures.jsonl", lines=True)
     (failed,) = failures["configuration_id"]
     assert failed != spec.key and failed.startswith(spec.key[:-8])

@@ -13,7 +13,7 @@ from wattcounts_pipeline.backends.quantizers import apply_torchao, library, rand
 from wattcounts_pipeline.backends.static_decode import StaticDecoder
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef, Workload
-from wattcounts_pipeline.measure import measure_spec
+from wattcounts_pipeline.measure.run import measure_spec
 from wattcounts_pipeline.meters.estimate import EstimateMeter
 
 pytest.importorskip("torchao")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import repeatability
-from wattcounts_pipeline.sweep import _append
+from wattcounts_pipeline.measure.sweep import _append
 
 
 def _call(root: Path, name: str, rows: dict[str, tuple[float, float, float]], card: str | None) -> None:

@@ -85,14 +85,14 @@ def test_a_broken_experiment_file_does_not_stall_the_others(tmp_path: Path) -> N
 
 
 def test_sweep_skips_a_bad_experiment_file_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from wattcounts_pipeline.sweep import main
+    from wattcounts_pipeline.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nmatrix:\n  - [not, a, mapping]\n")
     good = Path(__file__).parent.parent / "experiments" / "default.yaml"
     out = tmp_path / "out"
     with caplog.at_level("ERROR"):
-        code = main([str(bad), str(good), "--out", str(out), "--only", "no-such-key"])
+        code = main(["sweep", str(bad), str(good), "--out", str(out), "--only", "no-such-key"])
     assert code == 2  # the good file was read (nothing matched --only), the bad one reported, not silently
     assert "skipping" in caplog.text and "bad.yaml" in caplog.text
-    assert main([str(bad), "--out", str(out)]) == 2
+    assert main(["sweep", str(bad), "--out", str(out)]) == 2

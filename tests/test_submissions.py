@@ -23,21 +23,19 @@ import yaml
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core import atomic
-from wattcounts_pipeline.submissions import (
-    DEFAULT_LIMITS,
-    Limits,
+from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, Limits
+from wattcounts_pipeline.submissions.cli import register
+from wattcounts_pipeline.submissions.example import example_spec, write_example_bundle
+from wattcounts_pipeline.submissions.manifest import manifest_fields
+from wattcounts_pipeline.submissions.pack import pack_bundle, submit
+from wattcounts_pipeline.submissions.store import (
     accepted_tables,
     bundle_id,
     bundle_state,
     clean_stale,
     ingest_bundle,
     list_inbox,
-    pack_bundle,
-    submit,
 )
-from wattcounts_pipeline.submissions.cli import register
-from wattcounts_pipeline.submissions.example import example_spec, write_example_bundle
-from wattcounts_pipeline.submissions.manifest import manifest_fields
 
 # ---------------------------------------------------------------- helpers that build bundles
 

@@ -11,8 +11,9 @@ import pytest
 from wattcounts_pipeline.aggregate import aggregate
 from wattcounts_pipeline.defs.aggregate import collect_tables
 from wattcounts_pipeline.hub.release import build_release
-from wattcounts_pipeline.submissions import ingest_bundle, pack_bundle
 from wattcounts_pipeline.submissions.example import write_example_bundle
+from wattcounts_pipeline.submissions.pack import pack_bundle
+from wattcounts_pipeline.submissions.store import ingest_bundle
 
 
 def test_accepted_bundle_joins_the_release_with_attribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

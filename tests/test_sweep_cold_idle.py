@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from wattcounts_pipeline.aggregate import aggregate
+from wattcounts_pipeline.cli import main
 from wattcounts_pipeline.core.validation import validate_table
-from wattcounts_pipeline.sweep import main
 
 IDLE = Path(__file__).parent / "fixtures" / "traces" / "h200_idle.jsonl"
 
@@ -26,7 +26,7 @@ def _sweep(tmp_path: Path, *extra: str) -> tuple[pd.DataFrame, pd.DataFrame, dic
     experiment = tmp_path / "cold.yaml"
     experiment.write_text(yaml.safe_dump(DOC))
     out = tmp_path / "out"
-    assert main([str(experiment), "--out", str(out), *(extra or ("--meter", "estimate"))]) == 0
+    assert main(["sweep", str(experiment), "--out", str(out), *(extra or ("--meter", "estimate"))]) == 0
     return (pd.read_json(out / "runs.jsonl", lines=True), pd.read_json(out / "requests.jsonl", lines=True),
             json.loads((out / "meter.json").read_text()))
 

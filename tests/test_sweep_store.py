@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from wattcounts_pipeline.cli import main
 from wattcounts_pipeline.core.errors import RecordedDataError
-from wattcounts_pipeline.sweep import _append, done_keys, find_recorded, load_sweep, main, pack_sweep
-from wattcounts_pipeline.sweep_store import same_frame
+from wattcounts_pipeline.measure.store import done_keys, find_recorded, load_sweep, pack_sweep, same_frame
+from wattcounts_pipeline.measure.sweep import _append
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["tiny-a-b1-0000aaaa", "tiny-b-b4-1111bbbb", "tiny-c-b8-2222cccc"]

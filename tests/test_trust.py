@@ -12,8 +12,9 @@ import pytest
 import yaml
 from bad_bundles import CORPUS
 
-from wattcounts_pipeline.submissions import bundle_id, ingest_bundle, pack_bundle
 from wattcounts_pipeline.submissions.bundle import summarize_reasons
+from wattcounts_pipeline.submissions.pack import pack_bundle
+from wattcounts_pipeline.submissions.store import bundle_id, ingest_bundle
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
@@ -100,8 +101,8 @@ def bad_consistent(f: pd.DataFrame) -> pd.DataFrame:
 
 def test_two_machines_measuring_one_spec_are_two_configurations(tmp_path: Path, monkeypatch) -> None:
     from wattcounts_pipeline.aggregate import aggregate
-    from wattcounts_pipeline.submissions import accepted_tables
     from wattcounts_pipeline.submissions.example import GPU_HARDWARE
+    from wattcounts_pipeline.submissions.store import accepted_tables
     store = tmp_path / "store"
     first = _accept(tmp_path / "a", store)
     other = {**GPU_HARDWARE, "gpu_name": "NVIDIA H200", "cpu_model": "Intel Xeon 8480"}
@@ -121,7 +122,7 @@ def test_two_machines_measuring_one_spec_are_two_configurations(tmp_path: Path, 
 def test_recorded_h200_data_aggregates_as_before() -> None:
     """Our rows keep their configuration ids: one row per id, every recorded run counted once."""
     from wattcounts_pipeline.aggregate import aggregate, configuration_keys
-    from wattcounts_pipeline.sweep import load_sweep
+    from wattcounts_pipeline.measure.store import load_sweep
     folders = sorted((Path(__file__).parents[1] / "data" / "measurements").iterdir())
     parts = [load_sweep(f) for f in folders]
     runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
@@ -220,11 +221,13 @@ def test_a_malformed_file_never_stops_registration_of_the_others(tmp_path: Path)
 
 
 def test_sweep_exits_non_zero_when_every_spec_failed(tmp_path: Path, monkeypatch) -> None:
-    from wattcounts_pipeline import sweep
+    from wattcounts_pipeline.cli import main
+    from wattcounts_pipeline.measure import sweep
+
     (tmp_path / "e.yaml").write_text(GOOD_EXPERIMENT)
     monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: {"measured": 0, "failed": 2, "skipped": 0,
                                                              "claimed_elsewhere": 0})
-    assert sweep.main([str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")]) == 1
+    assert main(["sweep", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")]) == 1
     monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: {"measured": 1, "failed": 1, "skipped": 0,
                                                              "claimed_elsewhere": 0})
-    assert sweep.main([str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["sweep", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")]) == 0

@@ -117,7 +117,7 @@ def test_every_contract_builds_and_documents_every_column(table: str) -> None:
 def _partitions(folder: str) -> dict[str, dict[str, pd.DataFrame]]:
     from pathlib import Path
 
-    from wattcounts_pipeline.sweep_store import load_sweep
+    from wattcounts_pipeline.measure.store import load_sweep
 
     tables = load_sweep(Path("data/measurements") / folder)
     keys = tables["runs"]["configuration_id"].unique()

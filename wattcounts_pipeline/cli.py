@@ -7,18 +7,21 @@ import importlib
 import logging
 import sys
 
-# subcommand -> module exposing `register(subparsers) -> None`; the parser's `func(args) -> int` runs it
-SUBCOMMANDS = {
-    "submit": "wattcounts_pipeline.submissions.cli",
-    "recommend": "wattcounts_pipeline.model.cli",
-}
+# modules exposing `register(subparsers) -> None`; each parser's `func(args) -> int` runs its subcommand.
+# Registering imports nothing heavy (each handler imports what it runs), so a GPU host without Dagster can sweep.
+SUBCOMMAND_MODULES = (
+    "wattcounts_pipeline.register",  # register
+    "wattcounts_pipeline.measure.cli",  # sweep, pack
+    "wattcounts_pipeline.submissions.cli",  # submit
+    "wattcounts_pipeline.model.cli",  # recommend
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wattcounts", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS.values():
+    for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).register(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

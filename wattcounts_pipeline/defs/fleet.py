@@ -34,7 +34,7 @@ from wattcounts_pipeline.core.hardware import (
 )
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.defs.resources import ExperimentsResource, experiment_partitions
-from wattcounts_pipeline.sweep import done_keys
+from wattcounts_pipeline.measure.store import done_keys
 
 EXECUTOR_ENV = "WATTCOUNTS_EXECUTOR"  # "", "k8s" or "celery"
 PROFILES_ENV = "WATTCOUNTS_HARDWARE_PROFILES"  # hardware profiles YAML; default deploy/hardware.yaml

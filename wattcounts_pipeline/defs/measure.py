@@ -9,8 +9,8 @@ import pandas as pd
 from wattcounts_pipeline.defs.fleet import partition_backfill_policy
 from wattcounts_pipeline.defs.io import ByPartition
 from wattcounts_pipeline.defs.resources import ExperimentsResource, MeterResource, experiment_partitions
-from wattcounts_pipeline.measure import measure_spec
-from wattcounts_pipeline.sweep import find_recorded
+from wattcounts_pipeline.measure.run import measure_spec
+from wattcounts_pipeline.measure.store import find_recorded
 
 
 @dg.asset(

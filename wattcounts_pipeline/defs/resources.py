@@ -11,9 +11,9 @@ import yaml
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
+from wattcounts_pipeline.measure.store import done_keys
 from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.select import best_meter
-from wattcounts_pipeline.sweep import done_keys
 
 experiment_partitions = dg.DynamicPartitionsDefinition(name="experiment_spec")
 submission_partitions = dg.DynamicPartitionsDefinition(name="submission_bundle")

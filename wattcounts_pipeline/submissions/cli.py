@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from wattcounts_pipeline.core.errors import SubmissionError
-from wattcounts_pipeline.submissions.pack import submit
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from wattcounts_pipeline.core.errors import SubmissionError
+    from wattcounts_pipeline.submissions.pack import submit
+
     try:
         bid, path = submit(args.folder, args.inbox)
     except SubmissionError as exc:

@@ -1,5 +1,4 @@
-"""`python -m wattcounts_pipeline.sweep EXPERIMENT.yaml --out DIR`: measure many specs, resumably.
-`python -m wattcounts_pipeline.sweep pack DIR...`: pack finished sweep folders into parquet.
+"""Resumable sweeps behind `wattcounts sweep EXPERIMENT.yaml --out DIR` and `wattcounts pack DIR...`.
 
 For GPU hosts reached without Dagster (a lent machine, a batch job): the same `measure_spec` as the
 `measurements` asset, one spec after another, each finished spec appended to `DIR/*.jsonl` at once
@@ -9,7 +8,7 @@ one per visible GPU (each sees only its own through CUDA_VISIBLE_DEVICES), takin
 claims file, so a 4-GPU host measures four 1-GPU configurations at a time; appends are locked. Committed under
 `data/measurements/<sweep>/`, the `measurements` asset serves such recorded rows for their partitions,
 and they are validated like live ones. A finished folder is packed before it is committed: each JSONL table
-becomes a zstd parquet file, checked to read back identical before the JSONL goes (see `sweep_store`).
+becomes a zstd parquet file, checked to read back identical before the JSONL goes (see `measure.store`).
 """
 
 from __future__ import annotations
@@ -31,17 +30,11 @@ import pandas as pd
 
 from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
-from wattcounts_pipeline.measure import measure_spec
+from wattcounts_pipeline.measure.run import measure_spec
+from wattcounts_pipeline.measure.store import done_keys, pack_sweep
 from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.protocol import measure_idle
 from wattcounts_pipeline.meters.select import best_meter
-from wattcounts_pipeline.sweep_store import (  # noqa: F401 - readers import these from here
-    TABLES,
-    done_keys,
-    find_recorded,
-    load_sweep,
-    pack_sweep,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +121,7 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
 
 
 def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec], claims: Path | None = None) -> int:
-    """Start one sweep per GPU (`argv` repeated with --claims), wait for all; 0 when every shard ended well.
+    """Start one sweep per GPU (`wattcounts sweep` with `argv` and --claims), wait for all; 0 when every shard ended well.
     A given `claims` file lets a later sweep (another GPU freed by other work) join the same queue."""
     wide = [s.key for s in specs if s.gpus > 1]
     if wide:
@@ -142,8 +135,8 @@ def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec], claims
         claims = claims or Path(tmp) / "claims.txt"
         with claims.open("a") as handle:  # claimed up front: no shard takes them
             handle.write("".join(key + "\n" for key in wide))
-        procs = [subprocess.Popen([sys.executable, "-m", "wattcounts_pipeline.sweep",
-                                   *_without_option(argv, "--claims"), "--claims", str(claims),
+        procs = [subprocess.Popen([sys.executable, "-m", "wattcounts_pipeline.cli", "sweep",
+                                   *argv, "--claims", str(claims),
                                    "--log-prefix", f"gpu{gpu_ids[i]}"],
                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu_ids[i]})
                  for i in range(shards)]
@@ -152,30 +145,9 @@ def run_shards(argv: list[str], shards: int, specs: list[ExperimentSpec], claims
     return max(codes, default=0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pack"]:
-        return pack_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m wattcounts_pipeline.sweep", description=__doc__)
-    parser.add_argument("experiments", nargs="+", type=Path, help="experiment YAML files")
-    parser.add_argument("--out", type=Path, required=True, help="results folder (resumed if it exists)")
-    parser.add_argument("--meter", default=None, help="nvml | rapl | estimate (default: best available)")
-    parser.add_argument("--max-seconds", type=float, default=None, help="start no new spec after this long")
-    parser.add_argument("--only", default="", help="measure only keys containing this text")
-    parser.add_argument("--recorded", type=Path, action="append", default=[],
-                        help="a sweep folder whose measured specs are skipped (repeatable)")
-    parser.add_argument("--hardware", default=None,
-                        help="pin every spec to this card (e.g. h100): the card becomes part of each id")
-    parser.add_argument("--shards", type=int, default=1, help="parallel sweeps, one per visible GPU")
-    parser.add_argument("--claims", type=Path, default=None,
-                        help="shared queue file: sweeps given the same one never measure a spec twice")
-    parser.add_argument("--cold-idle-s", type=float, default=0.0,
-                        help="first measure the idle floor this long, before any model (or CUDA context) loads")
-    parser.add_argument("--log-prefix", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    prefix = f"[{args.log_prefix}] " if args.log_prefix else ""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {prefix}%(message)s",
-                        stream=sys.stderr)
+def sweep_command(args: argparse.Namespace) -> int:
+    """`wattcounts sweep` (arguments from `measure.cli`): 0 done, 1 every spec tried failed, 2 a bad file."""
+    _log_progress(f"[{args.log_prefix}] " if args.log_prefix else "")
     loaded: dict[str, ExperimentSpec] = {}
     bad_files = 0
     for path in args.experiments:  # one bad file is reported and skipped; the others still run
@@ -191,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hardware:
         specs = [dataclasses.replace(s, hardware=args.hardware.lower()) for s in specs]
     if args.shards > 1:
-        return run_shards(_without_option(argv, "--shards"), args.shards, specs, args.claims)
+        return run_shards(_shard_argv(args), args.shards, specs, args.claims)
     counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded),
                        args.cold_idle_s)
     print(json.dumps(counts), flush=True)
@@ -200,14 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if counts["failed"] and not counts["measured"] else 0  # every spec tried failed: say so
 
 
-def pack_main(argv: list[str]) -> int:
-    """`pack DIR...`: each folder's JSONL tables to parquet (removed once the parquet reads back equal)."""
-    parser = argparse.ArgumentParser(prog="python -m wattcounts_pipeline.sweep pack",
-                                     description=pack_main.__doc__)
-    parser.add_argument("folders", nargs="+", type=Path, help="finished sweep folders (no sweep writing to them)")
-    parser.add_argument("--level", type=int, default=19, help="zstd compression level")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+def pack_command(args: argparse.Namespace) -> int:
+    """`wattcounts pack DIR...`: each folder's JSONL tables to parquet (removed once the parquet reads back equal)."""
+    _log_progress()
     for folder in args.folders:
         if not folder.is_dir():
             raise SystemExit(f"{folder}: not a folder")
@@ -215,18 +182,22 @@ def pack_main(argv: list[str]) -> int:
     return 0
 
 
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """`argv` minus `name VALUE` / `name=VALUE`."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == name:
-            skip = True
-        elif not a.startswith(name + "="):
-            out.append(a)
-    return out
+def _log_progress(prefix: str = "") -> None:
+    """INFO with timestamps on the handlers `wattcounts` set up: a sweep's log is its progress record
+    (committed beside the rows as log-sweep.txt), and shards tell themselves apart by `prefix`."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in root.handlers:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s"))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _shard_argv(args: argparse.Namespace) -> list[str]:
+    """The `sweep` arguments each shard is started with: the parent's, less --shards, --claims and the log prefix."""
+    argv = [*map(str, args.experiments), "--out", str(args.out), "--only", args.only,
+            "--cold-idle-s", str(args.cold_idle_s)]
+    for recorded in args.recorded:
+        argv += ["--recorded", str(recorded)]
+    for option, value in (("--meter", args.meter), ("--max-seconds", args.max_seconds), ("--hardware", args.hardware)):
+        if value is not None:
+            argv += [option, str(value)]
+    return argv
