@@ -1,7 +1,7 @@
 """Materialize the whole graph for every registered partition, as "Materialize all" does, and time it.
 
 Usage (same DAGSTER_HOME and WATTCOUNTS_HOME as the UI):
-    python -m wattcounts_pipeline.register && python benchmarks/default_pipeline.py
+    wattcounts register && python benchmarks/default_pipeline.py
 Prints one JSON line per stage and the total; the goal is ≤ 15 minutes on a 2-core CPU machine.
 """
 

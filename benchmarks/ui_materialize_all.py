@@ -224,7 +224,7 @@ def main() -> int:
     t_launch = time.time()
     log = (tmp / "dagster_dev.log").open("w")
     try:
-        subprocess.run([BIN / "python", "-m", "wattcounts_pipeline.register"], cwd=REPO, env=env, check=True,
+        subprocess.run([BIN / "wattcounts", "register"], cwd=REPO, env=env, check=True,
                        capture_output=True, timeout=max(1, deadline - time.monotonic()))
         result["register_s"] = round(time.monotonic() - t0, 1)
         port = free_port()
