@@ -2,7 +2,7 @@
 
 While a sweep runs, each finished spec is appended to `runs.jsonl`, `requests.jsonl`, `power_traces.jsonl`
 and `specs.jsonl` line by line (crash-safe: a killed sweep loses at most a cut last line). A finished folder
-is then packed (`wattcounts pack DIR`, or `--pack` on the sweep): each table becomes
+is then packed (`wattcounts pack DIR`; the GPU call scripts do it at the end of a call): each table becomes
 `<table>.parquet` (zstd level 19, dictionary-encoded strings, rows in their recorded order), written beside the
 JSONL, read back and compared value for value (column order, dtypes, float bits, None vs NaN), and only then
 the JSONL is removed. Lossless: nothing is thinned or rounded.
