@@ -55,7 +55,7 @@ def executor_kind() -> str:
 
 def partition_hardware(key: str, experiments: ExperimentsResource) -> str:
     """The hardware tag of a partition: `recorded` when its rows were committed from another host."""
-    spec = experiments.specs().get(key)
+    spec = experiments.find(key)
     if spec is None:
         return UNKNOWN
     if any(key in done_keys(folder) for folder in experiments.recorded_dirs()):

@@ -15,7 +15,6 @@ partition counts as written only once its `_complete.json` (the list of its file
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from wattcounts_pipeline import paths
 from wattcounts_pipeline.core import atomic
 
 UNPARTITIONED = "__all__"
-STORE_ENV = "WATTCOUNTS_STORE"  # a folder or fsspec URL shared by every host; default WATTCOUNTS_HOME/assets
 COMPLETE = "_complete.json"  # written last in a URL store: a partition without it is absent
 BY_PARTITION = {"by_partition": True}  # AssetIn metadata: load {partition key: value}, never concatenated
 
@@ -116,10 +114,7 @@ class TableStoreIOManager(dg.ConfigurableIOManager):
     base_dir: str = ""
 
     def _root(self) -> Path | UPath:
-        root = self.base_dir or os.environ.get(STORE_ENV, "")
-        if not root:
-            return paths.subdir("assets")
-        return UPath(root) if "://" in root else Path(root)
+        return paths.store_root(self.base_dir)
 
     def _folder(self, asset_key: dg.AssetKey, partition: str | None) -> Path | UPath:
         return self._root() / "/".join(asset_key.path) / (partition or UNPARTITIONED)

@@ -10,6 +10,7 @@ import yaml
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import SpecError
+from wattcounts_pipeline.core.partition_specs import store_specs, stored_spec
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.measure.store import done_keys
 from wattcounts_pipeline.meters.base import EnergyMeter
@@ -87,12 +88,23 @@ class ExperimentsResource(dg.ConfigurableResource):
         recorded = set().union(*(done_keys(d) for d in self.recorded_dirs())) if self.recorded_dirs() else set()
         return {k: s for k, s in specs.items() if s.requires != "gpu" or k in recorded}
 
+    def find(self, key: str) -> ExperimentSpec | None:
+        """The spec registered for partition `key` (core/partition_specs.py), else the experiment files' spec
+        of that key (stored then, for partitions registered before specs were stored), else None."""
+        spec = stored_spec(key)
+        if spec is None:
+            spec = self.specs().get(key)
+            if spec is not None:
+                store_specs([spec])
+        return spec
+
     def spec(self, key: str) -> ExperimentSpec:
-        specs = self.specs()
-        if key not in specs:
-            raise SpecError(f"partition {key!r} is in no readable experiment file "
+        """The spec every stage of partition `key` runs: the one stored when it was registered."""
+        spec = self.find(key)
+        if spec is None:
+            raise SpecError(f"partition {key!r} was never registered and is in no readable experiment file "
                             f"({[str(p) for p in self.paths()]}; see the log for files skipped as broken)")
-        return specs[key]
+        return spec
 
 
 @functools.lru_cache(maxsize=8)
@@ -117,10 +129,13 @@ class MeterResource(dg.ConfigurableResource):
 
 
 def register_experiments(instance: dg.DagsterInstance, experiments: ExperimentsResource) -> list[str]:
-    """Add a partition for every measurable spec not registered yet; returns the new keys (never
-    duplicates). GPU-only specs without recorded rows wait for a host with a GPU."""
+    """Add a partition for every measurable spec not registered yet, its resolved spec stored first so every
+    stage (on any host that reaches the store) reads that spec; returns the new keys (never duplicates).
+    GPU-only specs without recorded rows wait for a host with a GPU."""
     known = set(instance.get_dynamic_partitions(experiment_partitions.name))
-    new = [k for k in experiments.measurable_specs() if k not in known]
+    specs = experiments.measurable_specs()
+    store_specs(specs.values())  # known partitions too: those registered before specs were stored
+    new = [k for k in specs if k not in known]
     if new:
         instance.add_dynamic_partitions(experiment_partitions.name, new)
     return new
