@@ -7,16 +7,14 @@ import json
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.core.stats import Z95, t95
+from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH
 from wattcounts_pipeline.quality.derive import BF16_LABELS, MC_TASKS
 
 # Defaults for the release's cost and emission columns; the release states them in its card.
-ELECTRICITY_USD_PER_KWH = 0.15
-CARBON_G_PER_KWH = 400.0
 J_PER_KWH = 3.6e6
-Z95 = 1.96  # normal 95% quantile, for intervals built from lm-eval's standard errors
 
 # Headline metric per task for `quality_acc_mean` (multiple-choice accuracy only).
 MC_TASK_METRICS = {"wc_arc_easy": "acc", "wc_arc_challenge": "acc", "wc_hellaswag": "acc_norm",
@@ -33,7 +31,7 @@ CONFIG_COLUMNS = ["configuration_id", "experiment", "model", "weights", "archite
 
 def ci95(mean: pd.Series, std: pd.Series, n: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Student-t 95% interval of the mean, vectorized over groups (NaN where n < 2)."""
-    half = pd.Series(stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index) * std / np.sqrt(n)
+    half = pd.Series(t95(n), index=n.index) * std / np.sqrt(n)
     half = half.where(n >= 2)
     return mean - half, mean + half
 

@@ -11,8 +11,7 @@ from wattcounts_pipeline.backends.gguf_quant import gguf_file_type, requantize
 from wattcounts_pipeline.backends.gguf_random import random_gguf
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef
-
-LLAMACPP_FRAMEWORKS = ("llamacpp", "llamacpp-server")
+from wattcounts_pipeline.core.vocab import LLAMACPP_FRAMEWORKS
 
 
 def resolve_model(ref: ModelRef) -> Path:

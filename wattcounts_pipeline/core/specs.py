@@ -18,11 +18,8 @@ from typing import Any
 import yaml
 
 from wattcounts_pipeline.core.errors import SpecError
+from wattcounts_pipeline.core.vocab import FRAMEWORKS, PARALLELISMS, WEIGHTS, WORKLOAD_KINDS
 
-FRAMEWORKS = ("llamacpp", "llamacpp-server", "transformers", "vllm", "openai")
-WEIGHTS = ("real", "random")
-WORKLOAD_KINDS = ("fixed", "sharegpt")
-PARALLELISMS = ("none", "pipeline", "tensor")
 LATER_FIELDS = {"min_window_s": 0.0, "hardware": "any", "prefill_split": False}  # spec fields added after data was recorded, with their defaults
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.validation import validate_table
+from wattcounts_pipeline.core.vocab import MEASURED_TABLES
 from wattcounts_pipeline.defs.validate import check_result
 from wattcounts_pipeline.quality.derive import release_quality
 
@@ -21,7 +22,7 @@ def collect_tables(validated_measurements: dict[str, pd.DataFrame], quality_scor
 
     contributed = accepted_tables(paths.subdir("submissions"))
     tables: dict[str, pd.DataFrame] = {}
-    for name in ("runs", "requests", "power_traces"):
+    for name in MEASURED_TABLES:
         parts = [f for f in (validated_measurements.get(name), contributed.get(name))
                  if isinstance(f, pd.DataFrame) and not f.empty]
         if parts:

@@ -9,10 +9,11 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
+from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH, PREDICTORS_SUBDIR
 
 
 def predictors_dir() -> Path:
-    return paths.subdir("predictors")  # where `wattcounts recommend` looks by default
+    return paths.subdir(PREDICTORS_SUBDIR)  # where `wattcounts recommend` looks by default
 
 
 @dg.asset(group_name="train", kinds={"scikitlearn"}, ins={"dataset_release": dg.AssetIn()})
@@ -54,8 +55,8 @@ def predictor_evaluation(context: dg.AssetExecutionContext, dataset_release: dic
 class RecommendationConfig(dg.Config):
     hardware: str = "H200"
     scenario: str = "chat"
-    electricity_usd_per_kwh: float = 0.15
-    carbon_g_per_kwh: float = 400.0
+    electricity_usd_per_kwh: float = ELECTRICITY_USD_PER_KWH
+    carbon_g_per_kwh: float = CARBON_G_PER_KWH
 
 
 @dg.asset(group_name="train", kinds={"python"}, ins={"energy_model": dg.AssetIn()})

@@ -19,13 +19,14 @@ from wattcounts_pipeline import paths
 from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.core.contracts import Contract, load_contract
 from wattcounts_pipeline.core.errors import ContractError, ReleaseError
+from wattcounts_pipeline.core.vocab import RELEASE_TABLES
 from wattcounts_pipeline.hub.card import DEFAULT_CONFIG, render_card
 from wattcounts_pipeline.hub.changelog import MANIFEST, changelog_entry, diff_release, read_manifest
 from wattcounts_pipeline.hub.figures import energy_per_token_figure, quality_energy_figure
 
 logger = logging.getLogger(__name__)
 
-CONFIG_ORDER = ("configurations", "runs", "requests", "quality", "power_traces")
+CONFIG_ORDER = RELEASE_TABLES
 CHECKSUMS = "checksums.sha256"
 BUILD_LOCK = ".build.lock"
 ARROW_TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}

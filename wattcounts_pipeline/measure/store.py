@@ -25,9 +25,10 @@ import pandas as pd
 
 from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import RecordedDataError
+from wattcounts_pipeline.core.vocab import MEASURED_TABLES
 
 logger = logging.getLogger(__name__)
-TABLES = ("runs", "requests", "power_traces")  # what the `measurements` asset serves
+TABLES = MEASURED_TABLES  # what the `measurements` asset serves
 PACKED = (*TABLES, "specs")  # what `pack_sweep` converts (failures.jsonl and logs stay as they are)
 ZSTD_LEVEL = 19
 _NO_ROWS = np.empty(0, dtype=np.intp)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from wattcounts_pipeline.core.stats import t95
 from wattcounts_pipeline.meters.base import EnergyMeter, PowerSample
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,8 @@ def summarize(values: Sequence[float]) -> RepeatStats:
     mean = statistics.fmean(values)
     if len(values) == 1:
         return RepeatStats(n=1, mean=mean, std=math.nan, ci95_low=math.nan, ci95_high=math.nan)
-    from scipy import stats  # heavy; only the statistics need it
-
     std = statistics.stdev(values)
-    half_width = float(stats.t.ppf(0.975, len(values) - 1)) * std / math.sqrt(len(values))
+    half_width = float(t95(len(values))) * std / math.sqrt(len(values))
     return RepeatStats(n=len(values), mean=mean, std=std, ci95_low=mean - half_width, ci95_high=mean + half_width)
 
 

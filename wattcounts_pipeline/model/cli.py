@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH, PREDICTORS_SUBDIR
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from wattcounts_pipeline.model.recommendation import Scenario
-
-DEFAULT_MODEL_SUBDIR = "predictors"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,11 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="device name from the catalog, e.g. H100-SXM, L4, cpu-x86-server")
     parser.add_argument("--scenario", default="chat", help="built-in scenario: chat, batch-summarization, rag")
     parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{DEFAULT_MODEL_SUBDIR})")
+                        help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
     parser.add_argument("--release", default=None, help="predictor release tag (default: the newest)")
     parser.add_argument("--min-quality", type=float, default=None, help="minimum mean accuracy (0-1)")
-    parser.add_argument("--price", type=float, default=0.15, help="electricity price, USD per kWh")
-    parser.add_argument("--carbon", type=float, default=400.0, help="carbon intensity, gCO2e per kWh")
+    parser.add_argument("--price", type=float, default=ELECTRICITY_USD_PER_KWH, help="electricity price, USD per kWh")
+    parser.add_argument("--carbon", type=float, default=CARBON_G_PER_KWH, help="carbon intensity, gCO2e per kWh")
     parser.add_argument("--plot", type=Path, default=None, help="also write the front as a PNG here")
     parser.set_defaults(func=run)
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from wattcounts_pipeline.model.release import load
 
     try:
-        predictor = load(args.model_dir or paths.home() / DEFAULT_MODEL_SUBDIR, args.release)
+        predictor = load(args.model_dir or paths.home() / PREDICTORS_SUBDIR, args.release)
         scenario = get_scenario(args.scenario)
         if args.min_quality is not None:
             scenario = replace(scenario, min_quality=args.min_quality)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wattcounts_pipeline.core.vocab import FRAMEWORKS
 from wattcounts_pipeline.model.catalog import (
     Architecture,
     Hardware,
@@ -48,7 +49,6 @@ FP8_TENSOR_CORE = {"FP8", "TORCHAO_FP8_ROW"}  # formats whose matmuls run at the
 DTYPE_QUANT = {"float32": "F32", "fp32": "F32", "f32": "F32", "bfloat16": "BF16", "bf16": "BF16",
                "float16": "F16", "fp16": "F16", "f16": "F16", "half": "F16"}
 UNQUANTIZED = {"", "NONE", "AUTO", "FULL"}
-FRAMEWORKS = ("llamacpp", "llamacpp-server", "transformers", "vllm", "openai")
 
 MODEL_FEATURES = ["log_total_params", "log_active_params", "num_layers", "log_hidden_size", "num_kv_heads",
                   "log_vocab_size", "is_moe", "bytes_per_weight",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH
 from wattcounts_pipeline.model.catalog import get_architecture, get_hardware
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import build_features
@@ -167,8 +168,8 @@ def _front_and_best(table: pd.DataFrame, scenario: Scenario, has_quality: bool, 
 
 
 def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
-              candidates: list[Candidate] | None = None, electricity_usd_per_kwh: float = 0.15,
-              carbon_g_per_kwh: float = 400.0) -> Recommendation:
+              candidates: list[Candidate] | None = None, electricity_usd_per_kwh: float = ELECTRICITY_USD_PER_KWH,
+              carbon_g_per_kwh: float = CARBON_G_PER_KWH) -> Recommendation:
     """Pareto front and best configuration for `scenario` on `hardware` (a catalog name; unknown names raise).
 
     `candidates` default to every measured architecture × measured setup; the best is the lowest predicted

@@ -19,10 +19,10 @@ import pandas as pd
 import yaml
 
 from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.core.stats import Z95
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 BF16_LABELS = frozenset({"BF16", "bfloat16"})  # the published scores' own format: nothing to derive
-Z95 = 1.96
 # A retention studied on another model says less about this one: its loss may be twice as large (or none).
 TRANSFER_MIN_REL = 0.005  # floor of that term, for formats whose studied loss is ~0
 SHOT_MISMATCH_REL = 0.005  # the retention did not measure this task at this n-shot (a token proxy never does)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattcounts_pipeline.core.errors import QualityError
+from wattcounts_pipeline.core.stats import Z95
+from wattcounts_pipeline.core.vocab import QUALITY_FRAMEWORKS
 from wattcounts_pipeline.quality.tasks import build_task_manager, canonical_task_name, validate_task_data
 
 if TYPE_CHECKING:
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FRAMEWORKS = ("llamacpp", "transformers")
 QUALITY_ROW_KEYS = (
     "model",
     "model_revision",
@@ -43,7 +44,6 @@ QUALITY_ROW_KEYS = (
     "value_ci95_low",
     "value_ci95_high",
 )
-Z95 = 1.96  # normal 95% quantile of the interval from lm-eval's standard error
 # Closed-form stderr covers mean metrics; perplexity-type metrics are bootstrapped, and lm-eval's
 # default of 100k resamples costs minutes on a 2-core machine for no practical gain in precision.
 BOOTSTRAP_ITERS = 1000
@@ -84,7 +84,7 @@ def _load_model(framework: str, model_path: Path, dtype: str) -> LM:
         if model_path.is_dir():
             return HFLM(pretrained=str(model_path), dtype=dtype, device=device, batch_size=8, max_length=MAX_LENGTH)
         raise QualityError(f"transformers quality evaluation needs a .gguf file or a model folder, got {model_path}")
-    raise QualityError(f"unsupported quality framework {framework!r}; supported: {', '.join(FRAMEWORKS)}")
+    raise QualityError(f"unsupported quality framework {framework!r}; supported: {', '.join(QUALITY_FRAMEWORKS)}")
 
 
 def _none_if_missing(value: Any) -> float | None:
@@ -167,8 +167,8 @@ def evaluate_quality(
     loads, so a missing or malformed file fails fast with its path (and line). Any failure raises
     QualityError and returns no rows. `data_dir` replaces the shipped data folder (tests use it).
     """
-    if framework not in FRAMEWORKS:
-        raise QualityError(f"unsupported quality framework {framework!r}; supported: {', '.join(FRAMEWORKS)}")
+    if framework not in QUALITY_FRAMEWORKS:
+        raise QualityError(f"unsupported quality framework {framework!r}; supported: {', '.join(QUALITY_FRAMEWORKS)}")
     if not tasks:
         raise QualityError("no quality tasks requested")
     model_path = Path(model_path)

@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef, Workload
+from wattcounts_pipeline.core.vocab import MEASURED_TABLES
 
 GPU_HARDWARE = {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 8, "gpu_power_limit_w": 700.0,
                 "cpu_model": "AMD EPYC 9454 48-Core Processor", "cpu_count": 96, "memory_gb": 1536.0,
@@ -120,7 +121,7 @@ def write_example_bundle(folder: str | Path, *, n_specs: int = 1, repetitions: i
     specs = [example_spec(i, gpu, num_requests) for i in range(n_specs)]
     parts = [example_tables(s, hardware, repetitions, seed + i) for i, s in enumerate(specs)]
     tables = {name: pd.concat([p[i] for p in parts], ignore_index=True)
-              for i, name in enumerate(("runs", "requests", "power_traces"))}
+              for i, name in enumerate(MEASURED_TABLES)}
     if not traces:
         tables.pop("power_traces")
     for name, frame in tables.items():

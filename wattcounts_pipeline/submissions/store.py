@@ -34,6 +34,7 @@ from wattcounts_pipeline.core import atomic
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.errors import SubmissionError
 from wattcounts_pipeline.core.text import terminal_safe
+from wattcounts_pipeline.core.vocab import MEASURED_TABLES
 from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, MANIFEST, Limits
 from wattcounts_pipeline.submissions.bundle import Inspection, inspect_archive, run_fingerprints, summarize_reasons
 
@@ -297,7 +298,7 @@ def accepted_tables(store_dir: str | Path) -> dict[str, pd.DataFrame]:
     """All accepted bundles' tables, concatenated (runs, requests, power_traces) plus one `submissions` row each."""
     folders = _accepted_folders(Path(store_dir))
     out: dict[str, pd.DataFrame] = {}
-    for table in ("runs", "requests", "power_traces"):
+    for table in MEASURED_TABLES:
         frames = [pq.read_table(f / f"{table}.parquet").to_pandas() for f in folders
                   if (f / f"{table}.parquet").exists()]
         empty = load_contract(table).empty_frame()
