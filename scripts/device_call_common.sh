@@ -20,7 +20,7 @@ call_sweep() {
   [ -z "${WATTCOUNTS_REPEAT:-}" ] && for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
   [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.cli sweep "$experiment" --cold-idle-s 10 \
     --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - margin)) \
-    ${WATTCOUNTS_SWEEP_ONLY:+--only "$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
+    ${WATTCOUNTS_SWEEP_ONLY:+--only="$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
 }
 call_pack() {
   cp -r /tmp/wattcounts/logs "$R/" 2>/dev/null
