@@ -65,7 +65,7 @@ def test_client_refused_connection_is_a_backend_error() -> None:
 def test_llamacpp_server_backend_runs_prompts_and_stops(gemma_gguf: Path) -> None:
     from wattcounts_pipeline.backends.llamacpp_server import LlamaCppServerBackend
 
-    spec = ExperimentSpec("t", ModelRef("gemma", "gguf:" + str(gemma_gguf)), "llamacpp", "Q4_K_M", "auto",
+    spec = ExperimentSpec("t", ModelRef("gemma", "gguf:" + str(gemma_gguf)), "llamacpp-server", "Q4_K_M", "auto",
                           Workload("w", input_tokens=16, output_tokens=4, num_requests=2),
                           engine_args=(("n_ctx", 256),))
     backend = LlamaCppServerBackend(spec, gemma_gguf)
@@ -88,7 +88,7 @@ def test_llamacpp_server_backend_failure_carries_log(gemma_gguf: Path, tmp_path:
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf")
-    spec = ExperimentSpec("t", ModelRef("bad", "gguf:" + str(bad)), "llamacpp", "Q4_K_M", "auto",
+    spec = ExperimentSpec("t", ModelRef("bad", "gguf:" + str(bad)), "llamacpp-server", "Q4_K_M", "auto",
                           Workload("w"), engine_args=(("startup_timeout_s", 30),))
     with pytest.raises(BackendError, match="vocabulary|server"):
         LlamaCppServerBackend(spec, bad).load()

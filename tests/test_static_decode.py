@@ -112,13 +112,15 @@ def test_unknown_or_unsupported_compile_modes_are_refused(engine_args: dict[str,
         backend_for(spec)(spec, TINY)
 
 
-def test_one_process_compiles_decoder_after_decoder(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_process_compiles_decoder_after_decoder(model: torch.nn.Module) -> None:
     """A sweep builds a decoder per configuration: the dynamo recompile limit must never be reached
     (fullgraph turns it into a hard failure of every later configuration)."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    for lengths in ([5, 7], [4, 6, 8]):
-        ids, mask = left_padded(lengths)
-        assert torch.equal(StaticDecoder(model).generate(ids, mask, 6), reference(model, ids, mask, 6))
+    # torch's own patcher: monkeypatch's undo deleted the setting from torch's config module, so every
+    # later compile in the process failed with "recompile_limit does not exist"
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for lengths in ([5, 7], [4, 6, 8]):
+            ids, mask = left_padded(lengths)
+            assert torch.equal(StaticDecoder(model).generate(ids, mask, 6), reference(model, ids, mask, 6))
 
 
 # --- capture mode: CUDA graphs of the eager step. No GPU here, so the two properties a recording needs are

@@ -11,16 +11,15 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from wattcounts_pipeline.core.engine_settings import EngineSettings, engine_settings
 from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.vocab import FRAMEWORKS, PARALLELISMS, WEIGHTS, WORKLOAD_KINDS
-
-LATER_FIELDS = {"min_window_s": 0.0, "hardware": "any", "prefill_split": False}  # spec fields added after data was recorded, with their defaults
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,7 @@ class ExperimentSpec:
                 raise SpecError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.requires not in ("any", "gpu"):
             raise SpecError(f"requires must be 'any' or 'gpu', got {self.requires!r}")
+        engine_settings(self.framework, self.engine_kwargs)  # unknown keys and wrong types refused by name
         if self.parallelism not in PARALLELISMS:
             raise SpecError(f"engine_args.parallelism must be one of {PARALLELISMS}, got {self.parallelism!r}")
         if self.gpus < 1 or (self.gpus > 1) != (self.parallelism != "none"):
@@ -121,6 +121,11 @@ class ExperimentSpec:
     @property
     def engine_kwargs(self) -> dict[str, Any]:
         return dict(self.engine_args)
+
+    @property
+    def settings(self) -> EngineSettings:
+        """The engine args as the framework's typed settings (core/engine_settings.py); unset fields are None."""
+        return engine_settings(self.framework, self.engine_kwargs)
 
     @property
     def gpus(self) -> int:
@@ -154,14 +159,8 @@ class ExperimentSpec:
             dtype=data["dtype"],
             workload=Workload(**data["workload"]),
             engine_args=_freeze(data.get("engine_args") or {}),
-            repetitions=int(data.get("repetitions", 3)),
-            warmup_requests=int(data.get("warmup_requests", 1)),
-            idle_s=float(data.get("idle_s", 2.0)),
             quality=QualitySpec(tuple(q.get("tasks", ())), q.get("limit"), int(q.get("num_fewshot", 0))),
-            min_window_s=float(data.get("min_window_s", 0.0)),
-            requires=str(data.get("requires", "any")),
-            hardware=str(data.get("hardware", "any")),
-            prefill_split=bool(data.get("prefill_split", False)),
+            **_scalars(data),
         )
 
     def canonical_json(self) -> str:
@@ -191,6 +190,24 @@ class ExperimentSpec:
     def configuration_id(self) -> str:
         """Same as `key`: one configuration, one id, everywhere (runs, requests, quality, configurations)."""
         return self.key
+
+
+# The spec's scalar settings and their types; defaults are the dataclass's own, written once above.
+SCALARS: dict[str, type] = {"repetitions": int, "warmup_requests": int, "idle_s": float, "min_window_s": float,
+                            "requires": str, "hardware": str, "prefill_split": bool}
+SPEC_DEFAULTS = {f.name: f.default for f in fields(ExperimentSpec) if f.name in SCALARS}
+# spec fields added after data was recorded: at their default they are left out of the hash
+LATER_FIELDS = {name: SPEC_DEFAULTS[name] for name in ("min_window_s", "hardware", "prefill_split")}
+
+
+def _scalars(*sources: dict[str, Any]) -> dict[str, Any]:
+    """Each scalar setting from the first source that has it (a matrix entry, then the file's defaults), else
+    the spec's default, converted to its type."""
+    out = {}
+    for name, kind in SCALARS.items():
+        value = next((s[name] for s in sources if name in s), SPEC_DEFAULTS[name])
+        out[name] = kind(value)
+    return out
 
 
 def _freeze(mapping: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -319,6 +336,7 @@ def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
     seen: set[str] = set()
     for i, entry in enumerate(doc.get("matrix") or []):
         where = f"matrix[{i}]"
+        scalars = _scalars(entry, defaults)
         if entry.get("model") not in models:
             raise SpecError(f"{where}.model: unknown model {entry.get('model')!r}; known: {sorted(models)}")
         for wl_name in _as_list(entry.get("workloads", list(workloads))):
@@ -326,10 +344,10 @@ def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
                 raise SpecError(f"{where}.workloads: unknown workload {wl_name!r}; known: {sorted(workloads)}")
             base = workloads[wl_name]
             for batch in _as_list(entry.get("batch_sizes", base.get("batch_size", 1))):
-                fields = {k: v for k, v in base.items() if k != "num_batches"}
+                wl_fields = {k: v for k, v in base.items() if k != "num_batches"}
                 if "num_batches" in base:  # size the run in batches so every batch size fills its batches
-                    fields["num_requests"] = int(batch) * int(base["num_batches"])
-                workload = Workload(name=wl_name, **{**fields, "batch_size": int(batch)})
+                    wl_fields["num_requests"] = int(batch) * int(base["num_batches"])
+                workload = Workload(name=wl_name, **{**wl_fields, "batch_size": int(batch)})
                 spec = ExperimentSpec(
                     experiment=name,
                     model=models[entry["model"]],
@@ -338,14 +356,8 @@ def _expand(doc: dict[str, Any], path: Path) -> list[ExperimentSpec]:
                     dtype=str(entry.get("dtype", "auto")),
                     workload=workload,
                     engine_args=_freeze(entry.get("engine_args") or {}),
-                    repetitions=int(entry.get("repetitions", defaults.get("repetitions", 3))),
-                    warmup_requests=int(entry.get("warmup_requests", defaults.get("warmup_requests", 1))),
-                    idle_s=float(entry.get("idle_s", defaults.get("idle_s", 2.0))),
                     quality=quality if entry.get("quality", True) else QualitySpec(),
-                    min_window_s=float(entry.get("min_window_s", defaults.get("min_window_s", 0.0))),
-                    requires=str(entry.get("requires", defaults.get("requires", "any"))),
-                    hardware=str(entry.get("hardware", defaults.get("hardware", "any"))).lower(),
-                    prefill_split=bool(entry.get("prefill_split", defaults.get("prefill_split", False))),
+                    **{**scalars, "hardware": scalars["hardware"].lower()},
                 )
                 if spec.key not in seen:
                     seen.add(spec.key)
