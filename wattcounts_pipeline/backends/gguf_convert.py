@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core import atomic
@@ -35,7 +36,7 @@ def checkpoint_from_gguf(gguf: Path) -> Path:
         raise BackendError(f"converting {gguf} to safetensors needs torch and transformers ({exc})") from exc
     logger.info("converting %s to a safetensors checkpoint in %s", gguf, out)
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (OSError, ValueError) as exc:
         raise BackendError(f"transformers could not read {gguf}: {exc}") from exc

@@ -102,10 +102,10 @@ class TransformersBackend(HFTokenizerMixin, InferenceBackend):
                 # into the cached safetensors checkpoint the quality step and vLLM load too (same values)
                 folder = checkpoint_from_gguf(path)
                 self.tokenizer = AutoTokenizer.from_pretrained(folder)
-                self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+                self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)  # type: ignore[arg-type]  # transformers types .to as unbound
             else:
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+                self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]  # as above
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load {path}: {exc}") from exc
         self.model.eval()

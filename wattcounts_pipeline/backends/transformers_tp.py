@@ -111,7 +111,8 @@ class TensorParallelTransformersBackend(TransformersBackend):
             from transformers.distributed import DistributedConfig
 
             tp_kwargs: dict[str, Any] = {
-                "distributed_config": DistributedConfig(tp_plan=self.tp_plan, tp_size=self.world_size)}
+                "distributed_config": DistributedConfig(tp_plan=self.tp_plan,  # type: ignore[arg-type]  # "auto" or a plan
+                                                        tp_size=self.world_size)}
         except ImportError:  # 4.5x: the plan is a from_pretrained argument
             tp_kwargs = {"tp_plan": self.tp_plan, "tp_size": self.world_size}
         self.model = AutoModelForCausalLM.from_pretrained(weights, dtype=self._dtype(), **tp_kwargs)

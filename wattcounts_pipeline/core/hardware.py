@@ -28,9 +28,12 @@ _MULTI = re.compile(r"^(?P<base>.+)-x(?P<count>\d+)$")
 class HardwareSpec(Protocol):
     """What a tag is derived from (an ExperimentSpec has all three)."""
 
-    requires: str
-    hardware: str
-    gpus: int
+    @property
+    def requires(self) -> str: ...
+    @property
+    def hardware(self) -> str: ...
+    @property
+    def gpus(self) -> int: ...
 
 
 def hardware_tag(spec: HardwareSpec) -> str:

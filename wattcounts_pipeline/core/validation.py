@@ -165,10 +165,10 @@ def _check(name: str, contract: Contract, frame: pd.DataFrame) -> tuple[pd.DataF
     failures = _schema_failures(contract, frame) + _fractional_integers(contract, frame)
     coerced = _coerce_for_rules(contract, frame)
     if name in PLAUSIBILITY and not coerced.empty:
-        for mask, column, check in PLAUSIBILITY[name](coerced):
+        for mask, column_name, check in PLAUSIBILITY[name](coerced):
             for row in np.flatnonzero(mask.fillna(False).to_numpy()):
-                value = coerced.at[row, column]
-                failures.append({"row": int(row), "column": column, "check": check,
+                value = coerced.at[row, column_name]
+                failures.append({"row": int(row), "column": column_name, "check": check,
                                  "value": repr(value.item() if hasattr(value, "item") else value)})
     return frame, coerced, pd.DataFrame(failures, columns=["row", "column", "check", "value"])
 

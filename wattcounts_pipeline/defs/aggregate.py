@@ -3,6 +3,7 @@
 import base64
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -58,7 +59,7 @@ def configurations(context: dg.AssetExecutionContext, validated_measurements: di
     result = validate_table("configurations", table, source="configurations")
     show = ["configuration_id", "energy_per_token_j", "energy_per_token_j_ci95_low",
             "energy_per_token_j_ci95_high", "tokens_per_s", "quality_acc_mean", "energy_method"]
-    metadata = {"configurations": len(result.valid),
+    metadata: dict[str, Any] = {"configurations": len(result.valid),
                 "table": dg.MetadataValue.md(result.valid[show].to_markdown(index=False))}
     with tempfile.TemporaryDirectory() as tmp:
         figure = quality_energy_figure(result.valid, Path(tmp) / "quality_vs_energy.png")

@@ -16,8 +16,10 @@ from wattcounts_pipeline.measure.store import done_keys
 from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.select import best_meter
 
-experiment_partitions = dg.DynamicPartitionsDefinition(name="experiment_spec")
-submission_partitions = dg.DynamicPartitionsDefinition(name="submission_bundle")
+EXPERIMENT_PARTITIONS = "experiment_spec"
+SUBMISSION_PARTITIONS = "submission_bundle"
+experiment_partitions = dg.DynamicPartitionsDefinition(name=EXPERIMENT_PARTITIONS)
+submission_partitions = dg.DynamicPartitionsDefinition(name=SUBMISSION_PARTITIONS)
 logger = logging.getLogger(__name__)
 
 
@@ -132,10 +134,10 @@ def register_experiments(instance: dg.DagsterInstance, experiments: ExperimentsR
     """Add a partition for every measurable spec not registered yet, its resolved spec stored first so every
     stage (on any host that reaches the store) reads that spec; returns the new keys (never duplicates).
     GPU-only specs without recorded rows wait for a host with a GPU."""
-    known = set(instance.get_dynamic_partitions(experiment_partitions.name))
+    known = set(instance.get_dynamic_partitions(EXPERIMENT_PARTITIONS))
     specs = experiments.measurable_specs()
     store_specs(specs.values())  # known partitions too: those registered before specs were stored
     new = [k for k in specs if k not in known]
     if new:
-        instance.add_dynamic_partitions(experiment_partitions.name, new)
+        instance.add_dynamic_partitions(EXPERIMENT_PARTITIONS, new)
     return new

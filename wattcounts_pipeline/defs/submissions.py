@@ -4,7 +4,7 @@ import dagster as dg
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import SubmissionError
-from wattcounts_pipeline.defs.resources import submission_partitions
+from wattcounts_pipeline.defs.resources import SUBMISSION_PARTITIONS, submission_partitions
 from wattcounts_pipeline.submissions.store import (
     IngestResult,
     accepted_result,
@@ -53,7 +53,7 @@ def _ingest(key: str) -> IngestResult:
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def submissions_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Adds a partition and requests an ingestion run for each new bundle in the inbox."""
-    known = set(context.instance.get_dynamic_partitions(submission_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(SUBMISSION_PARTITIONS))
     new = sorted({bundle_id(p) for p in list_inbox(paths.subdir("submissions", "inbox"))} - known)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=k, asset_selection=[dg.AssetKey("submissions")]) for k in new],

@@ -71,7 +71,8 @@ def recommendation(context: dg.AssetExecutionContext, config: RecommendationConf
                     electricity_usd_per_kwh=config.electricity_usd_per_kwh, carbon_g_per_kwh=config.carbon_g_per_kwh)
     png = base64.b64encode(plot_front(rec)).decode()
     context.add_output_metadata({
-        "best": dg.MetadataValue.json(json.loads(rec.best.to_json()) if rec.best is not None else None),
+        "best": dg.MetadataValue.json(json.loads(rec.best.to_json())) if rec.best is not None
+        else dg.MetadataValue.text("none"),
         "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in rec.warnings) or "none"),
         "front": dg.MetadataValue.md(rec.front.head(20).to_markdown(index=False)),
         "plot": dg.MetadataValue.md(f"![Pareto front](data:image/png;base64,{png})"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 import matplotlib.ticker
@@ -14,12 +16,14 @@ matplotlib.use("Agg")  # headless: releases are built on servers and in CI
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.colors import ListedColormap
 from matplotlib.lines import Line2D
 
 logger = logging.getLogger(__name__)
 
 PANEL = ["framework", "mode", "quantization", "hardware_id"]  # one panel per engine setup and machine
 SERIES = ["model", *PANEL, "workload"]  # never average across these
+TAB20 = cast(ListedColormap, matplotlib.colormaps["tab20"])  # a fixed list of 20 colours, one per model
 LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 3)), "P")]
 
 
@@ -46,7 +50,7 @@ def energy_per_token_figure(configurations: pd.DataFrame, path: Path, columns: i
                              sharex=True, sharey=True)
     legend_rows = 0
     try:
-        colours = dict(zip(sorted(data["model"].unique()), itertools.cycle(plt.get_cmap("tab20").colors)))
+        colours: dict[str, Any] = dict(zip(sorted(data["model"].unique()), itertools.cycle(cast(Sequence[Any], TAB20.colors))))
         styles = dict(zip(sorted(data["workload"].unique()), itertools.cycle(LINE_STYLES)))
         for ax, panel in zip(axes.flat, panels):
             ax.set_title(" · ".join(map(str, panel)), fontsize="small")

@@ -168,11 +168,11 @@ def publish_hub(release_dir: Path, repo_id: str, tag: str, token: str | None = N
                            "publish a new version instead of moving a tag")
     head = next((r.target_commit for r in refs.branches if r.name == BRANCH), None)
     remote = _remote_files(hub, api, repo_id, head) if head else {}
-    if _same_files(remote, local):
+    if head is not None and _same_files(remote, local):
         commit = head  # same content already on main (e.g. a tag lost to an earlier failure): no empty commit
     else:
-        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(release_dir / path))
-                      for path in sorted(local)]
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(release_dir / path)) for path in sorted(local)]
         operations += [CommitOperationDelete(path_in_repo=path) for path in sorted(set(remote) - set(local))]
         # create_commit, not upload_folder: with hf_xet installed upload_folder may split a folder into several
         # commits; a release is exactly one. parent_commit makes a concurrent push fail instead of interleave.

@@ -152,7 +152,10 @@ def verify_checksums(folder: Path) -> None:
     listed = folder / CHECKSUMS
     if not listed.is_file():
         raise ReleaseError(f"{folder}: no {CHECKSUMS}; not a release folder")
-    expected = dict(reversed(line.split("  ", 1)) for line in listed.read_text(encoding="utf-8").splitlines())
+    expected: dict[str, str] = {}  # "<sha256>  <path>" lines
+    for line in listed.read_text(encoding="utf-8").splitlines():
+        digest, path = line.split("  ", 1)
+        expected[path] = digest
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS}
     if present != set(expected):
         raise ReleaseError(f"{folder}: files differ from {CHECKSUMS}: "

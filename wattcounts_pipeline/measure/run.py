@@ -95,7 +95,9 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
     software = _software()
     info = backend.info()
     info["engine_args"] = {**info.get("engine_args", spec.engine_kwargs), **provenance}
-    run_rows, request_rows, trace_rows = [], [], []
+    run_rows: list[dict[str, Any]] = []
+    request_rows: list[dict[str, Any]] = []
+    trace_rows: list[dict[str, Any]] = []
     for rep in range(spec.repetitions):
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         key = f"{spec.key}/r{rep}"

@@ -180,12 +180,13 @@ def _fit_params(spec: dict[str, tuple[float, tuple[str, ...]]], levels: dict[str
     is_factor = np.array([f is not None for _, f, _ in slots])
 
     def unpack(x: np.ndarray) -> ParamSet:
-        globals_, factors = {}, {}
+        globals_: dict[str, float] = {}
+        factors: dict[str, dict[str, dict[str, float]]] = {}
         for (n, f, level), value in zip(slots, x, strict=True):
             if f is None:
                 globals_[n] = float(value)
             else:
-                factors.setdefault(n, {}).setdefault(f, {})[level] = float(value)
+                factors.setdefault(n, {}).setdefault(f, {})[str(level)] = float(value)
         return ParamSet(globals_, factors)
 
     def objective(x: np.ndarray) -> np.ndarray:

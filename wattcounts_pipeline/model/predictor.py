@@ -236,7 +236,7 @@ class Predictor:
     def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
         """As `predict`, for rows already through `features.build_features`; NaN for targets never fitted."""
         feats = with_anchors(self.physics, feats)
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for spec in TARGETS:
             model = self.models.get(spec.name)
             point, low, high = model.predict(feats) if model else (np.full(len(feats), np.nan),) * 3

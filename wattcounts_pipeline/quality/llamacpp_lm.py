@@ -39,6 +39,7 @@ llama_cpp = load_llama_cpp()
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from llama_cpp.llama_cpp import llama_model_params
     from lm_eval.api.instance import Instance
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ _LOGSOFTMAX_ROWS = 64  # rows per log-softmax block: bounds the temporary copy t
 N_UBATCH = 32  # physical batch: below the CPU flash-attention tile (64), ~20% slower prefill, batch-invariant
 
 
-def model_params() -> llama_cpp.llama_model_params:
+def model_params() -> llama_model_params:
     """Model parameters without the CPU "extra" buffer types (weights repacked for batched GEMM).
 
     With repacked weights a token's activations are quantized differently depending on where it

@@ -162,11 +162,17 @@ def _resolve(doc: Any, name: str) -> list[tuple[str, Any]]:
     return found
 
 
+def _part(doc: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    """`doc[key]` if it is a `kind` (dict or list), else an empty one: check_fields reports the wrong type."""
+    value = doc.get(key)
+    return value if isinstance(value, kind) else kind()
+
+
 def _check_value(f: ManifestField, path: str, value: Any) -> list[str]:
     where = f"{SOURCE}: field {path}"
     if value is _MISSING or value is None:
         return [f"{where}: required field is missing"] if f.required else []
-    kinds = TYPES[f.type]
+    kinds: Any = TYPES[f.type]  # Any: the checks below depend on f.type, which isinstance cannot narrow by
     if not isinstance(value, kinds) or (f.type in ("int", "float") and isinstance(value, bool)):
         hint = " (quote it: YAML reads 3.10 as the number 3.1)" if f.type == "string" else ""
         return [f"{where}: expected {f.type}, got {type(value).__name__} {_short(value)}{hint}"]
@@ -219,7 +225,7 @@ def _text_reasons(doc: dict[str, Any]) -> list[str]:
                 reasons.append(f"{where}: holds control or bidi character U+{ord(unsafe.group()):04X}")
             if path not in FREE_TEXT and len(value) > MAX_STRING_CHARS:
                 reasons.append(f"{where}: {len(value)} characters, more than the {MAX_STRING_CHARS} allowed")
-    software = doc.get("software") if isinstance(doc.get("software"), dict) else {}
+    software = _part(doc, "software", dict)
     for key, value in software.items():
         if not isinstance(value, str):
             reasons.append(f"{SOURCE}: field software.{key}: expected string, got {type(value).__name__} "
@@ -265,10 +271,10 @@ def _formula_cells(doc: dict[str, Any]) -> list[str]:
 
 def _cross_field(doc: dict[str, Any]) -> list[str]:
     reasons = []
-    hardware = doc.get("hardware") if isinstance(doc.get("hardware"), dict) else {}
+    hardware = _part(doc, "hardware", dict)
     if isinstance(hardware.get("gpu_count"), int) and hardware["gpu_count"] > 0 and not hardware.get("gpu_name"):
         reasons.append(f"{SOURCE}: field hardware.gpu_name: required when hardware.gpu_count > 0")
-    versions = doc.get("schema_versions") if isinstance(doc.get("schema_versions"), dict) else {}
+    versions = _part(doc, "schema_versions", dict)
     for table in ("runs", "requests"):
         ours = load_contract(table).version
         if isinstance(versions.get(table), int) and versions[table] != ours:
@@ -281,7 +287,7 @@ def _specs(doc: dict[str, Any]) -> tuple[dict[str, ExperimentSpec], list[str]]:
     """Specs rebuilt with ExperimentSpec.from_dict; keys unknown to `to_dict()` are refused, not ignored."""
     specs: dict[str, ExperimentSpec] = {}
     reasons: list[str] = []
-    items = doc.get("specs") if isinstance(doc.get("specs"), list) else []
+    items = _part(doc, "specs", list)
     for i, item in enumerate(items):
         where = f"{SOURCE}: field specs[{i}]"
         if not isinstance(item, dict):

@@ -49,9 +49,9 @@ def pack_bundle(source_dir: str | Path, out_path: str | Path) -> Path:
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for p in entries:
             data = p.read_bytes()
-            info = tarfile.TarInfo(p.name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
+            member = tarfile.TarInfo(p.name)
+            member.size, member.mode, member.mtime = len(data), 0o644, 0
+            tar.addfile(member, io.BytesIO(data))
     return out
 
 
