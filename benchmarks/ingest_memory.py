@@ -1,6 +1,6 @@
 """Peak memory of ingesting hostile bundles (issue 26: under 1 GiB for any of them).
 
-Each bundle of tests/bad_bundles.py is built, then ingested in a fresh process whose peak resident set
+Each bundle of tests/helpers/bad_bundles.py is built, then ingested in a fresh process whose peak resident set
 (VmHWM, imports included) is read as it ends, so one case's garbage never hides another's peak.
 
     .venv/bin/python benchmarks/ingest_memory.py            # the bombs and the largest cases
@@ -42,14 +42,14 @@ BASELINE = ("import wattcounts_pipeline.submissions; "
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--all", action="store_true",
-                        help="every case: the generated corpus (tests/bad_bundles.py) and test_submissions.py's")
+                        help="every case: the generated corpus (tests/helpers/bad_bundles.py) and unit/test_submissions.py's")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from bad_bundles import CORPUS
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers.bad_bundles import CORPUS
 
     cases: dict[str, tuple[Callable[[Path], Path], dict]] = {name: (build, {}) for name, (build, _) in CORPUS.items()}
     if args.all:
-        from test_submissions import CASES  # each with the limits its test ingests it under
+        from tests.unit.test_submissions import CASES  # each with the limits its test ingests it under
 
         cases.update({f"submissions:{name}": (build, dataclasses.asdict(limits))
                       for name, (build, _, limits) in CASES.items()})

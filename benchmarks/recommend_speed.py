@@ -2,7 +2,7 @@
 
     python benchmarks/recommend_speed.py [--model-dir DIR --release TAG] [--runs 5] [--hardware H100-SXM]
 
-Without --model-dir it trains a throwaway predictor on the SYNTHETIC test fixtures (tests/test_model_fixtures.py)
+Without --model-dir it trains a throwaway predictor on the SYNTHETIC test fixtures (tests/helpers/model_fixtures.py)
 in a temporary folder: the timing only needs a model of realistic size, not real numbers. Also reports the part
 spent in `recommend()` itself and the cost of just importing the CLI, so a regression can be placed.
 """
@@ -24,7 +24,7 @@ BUDGET_S = 2.0
 
 def _synthetic_release(folder: Path) -> tuple[Path, str]:
     sys.path.insert(0, str(REPO))
-    from tests.test_model_fixtures import make_configurations
+    from tests.helpers.model_fixtures import make_configurations
     from wattcounts_pipeline.model.release import train
 
     print("training a throwaway predictor on synthetic test fixtures (not real data) ...")

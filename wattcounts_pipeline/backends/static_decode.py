@@ -11,7 +11,7 @@ of compilation per shape for an 8B model; "capture", the eager step (aten's kern
 once per shape into a CUDA graph with `torch.cuda.graph`, in about a second; "eager", the same loop
 without graphs (a reference, and what a CPU runs). Capturing works because the step never reads a value
 back to the host: the cache's write position is a device tensor (checked for every architecture in
-tests/test_static_decode.py), so one recording replays correctly at every position.
+tests/unit/test_static_decode.py), so one recording replays correctly at every position.
 """
 
 from __future__ import annotations

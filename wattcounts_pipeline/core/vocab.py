@@ -1,7 +1,7 @@
 """The words every part shares, written once: frameworks, spec enumerations, table names, defaults, folders.
 
 A new engine, table or default lands here and every part that lists them (spec checks, backend registry,
-predictor features, release layout) follows; tests/test_vocab.py checks the places that must agree.
+predictor features, release layout) follows; tests/unit/test_vocab.py checks the places that must agree.
 """
 
 from __future__ import annotations
