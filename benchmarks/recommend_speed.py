@@ -25,7 +25,7 @@ BUDGET_S = 2.0
 def _synthetic_release(folder: Path) -> tuple[Path, str]:
     sys.path.insert(0, str(REPO))
     from tests.helpers.model_fixtures import make_configurations
-    from wattcounts_pipeline.model.release import train
+    from wattcounts_pipeline.model.registry import train
 
     print("training a throwaway predictor on synthetic test fixtures (not real data) ...")
     train(make_configurations(200, seed=0), "bench", folder)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.path.insert(0, str(REPO))
         from wattcounts_pipeline.model.recommendation import recommend
-        from wattcounts_pipeline.model.release import load
+        from wattcounts_pipeline.model.registry import load
 
         started = time.perf_counter()
         predictor = load(model_dir, release)

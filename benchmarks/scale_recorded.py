@@ -12,7 +12,7 @@ stored sweep folders of packed parquet in a temporary directory. They are never 
 the predictor are written into that directory and removed with it.
 
 Each size runs in its own process (so peak memory is that size's) through `recorded_release.release_from_folders`
-(the path the `measurements` and `validated_measurements` assets take) and `model.release.train`.
+(the path the `measurements` and `validated_measurements` assets take) and `model.registry.train`.
 Figures go to `benchmarks/results/scale_recorded.json` with the commit and the machine.
 """
 
@@ -36,7 +36,7 @@ from recorded_release import ROOT, release_from_folders
 from validate_1m import commit, machine
 
 from wattcounts_pipeline.measure.store import load_sweep
-from wattcounts_pipeline.model.release import train
+from wattcounts_pipeline.model.registry import train
 
 RESULT = Path(__file__).parent / "results" / "scale_recorded.json"
 SOURCE = "synthetic:scale-test"
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     record = {"benchmark": "benchmarks/scale_recorded.py",
               "goal": "10,000 recorded configurations: release + predictor <= 15 min, <= 8 GiB, close to linear",
-              "path": "in-process library path of the assets (recorded_release.release_from_folders, model.release.train)",
+              "path": "in-process library path of the assets (recorded_release.release_from_folders, model.registry.train)",
               "data": f"synthetic copies of the real recorded configurations, source {SOURCE!r}, never published",
               "commit": commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "machine": host, "sizes": figures, "growth": growth, **({"note": args.note} if args.note else {})}

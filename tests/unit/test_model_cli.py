@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers.model_fixtures import make_configurations
 from wattcounts_pipeline.cli import main
-from wattcounts_pipeline.model.release import train
+from wattcounts_pipeline.model.registry import train
 
 
 @pytest.fixture(scope="module")

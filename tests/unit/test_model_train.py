@@ -11,7 +11,7 @@ from tests.helpers.model_fixtures import make_configurations
 from wattcounts_pipeline.model.crossval import RESULT_COLUMNS, evaluate, largest_architectures
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.predictor import TARGETS, conformal_half_width, fit_predictor
-from wattcounts_pipeline.model.release import (
+from wattcounts_pipeline.model.registry import (
     CARD_FILE,
     CV_CARD,
     CV_JSON,

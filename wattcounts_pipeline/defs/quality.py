@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.backends.models import resolve_spec_model
+from wattcounts_pipeline.backends.weights import resolve_spec_model
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.core.validation import validate_table

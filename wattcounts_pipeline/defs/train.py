@@ -41,7 +41,7 @@ def predictor_evaluation(context: dg.AssetExecutionContext, dataset_release: dic
     """How wrong the predictor is out of sample: grouped cross-validation (leave one architecture / hardware /
     framework out) against two baselines, on the release it was trained on, written beside its model card."""
     from wattcounts_pipeline.model import cross_validate_release
-    from wattcounts_pipeline.model.release import CV_CARD, EVALUATION_FOLDER
+    from wattcounts_pipeline.model.registry import CV_CARD, EVALUATION_FOLDER
 
     table = pd.read_parquet(Path(dataset_release["path"]) / "data" / "configurations.parquet")
     cv = cross_validate_release(table, energy_model["release_tag"], predictors_dir())

@@ -19,7 +19,7 @@ import pandas as pd
 
 from wattcounts_pipeline import __version__
 from wattcounts_pipeline.backends.base import InferenceBackend, Prompt, RequestResult, backend_for
-from wattcounts_pipeline.backends.models import resolve_spec_model
+from wattcounts_pipeline.backends.weights import resolve_spec_model
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.meters import host

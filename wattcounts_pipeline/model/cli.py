@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from wattcounts_pipeline import paths
     from wattcounts_pipeline.core.errors import WattCountsError
     from wattcounts_pipeline.model.recommendation import get_scenario, recommend
-    from wattcounts_pipeline.model.release import load
+    from wattcounts_pipeline.model.registry import load
 
     try:
         predictor = load(args.model_dir or paths.home() / PREDICTORS_SUBDIR, args.release)

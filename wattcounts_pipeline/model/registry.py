@@ -155,7 +155,7 @@ architectures held out at once; the model against two baselines).
 - `{MODEL_FILE}` sha256 `{metrics["model_sha256"]}`
 - versions: {", ".join(f"{k} {v}" for k, v in metrics["versions"].items())}
 
-Load with `wattcounts_pipeline.model.release.load(out_dir, "{predictor.release_tag}")`.
+Load with `wattcounts_pipeline.model.registry.load(out_dir, "{predictor.release_tag}")`.
 """
 
 
@@ -260,7 +260,7 @@ def load(out_dir: Path, release_tag: str | None = None) -> Predictor:
         releases = list_releases(out_dir)
         if not releases:
             raise ModelError(f"no predictor release in {out_dir}; train one with "
-                             "wattcounts_pipeline.model.release.train(configurations, tag, out_dir)")
+                             "wattcounts_pipeline.model.registry.train(configurations, tag, out_dir)")
         release_tag = releases[-1]
     folder = out_dir / _check_tag(release_tag)
     try:
