@@ -33,7 +33,7 @@ def test_sampler_runs_at_its_rate_and_returns_ordered_windows() -> None:
     def probe() -> list[ProbeRow]:
         nonlocal calls
         calls += 1
-        return [("gpu:0", 100.0, 40.0, 1980.0, float(calls)), ("gpu:1", 200.0, None, None, None)]
+        return [ProbeRow("gpu:0", 100.0, 40.0, 1980.0, float(calls)), ProbeRow("gpu:1", 200.0, None, None, None)]
 
     sampler = PowerSampler(probe, period_s=0.02)
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def test_a_failing_probe_stops_the_thread_and_keeps_the_error() -> None:
 
 
 def test_old_samples_are_dropped_beyond_the_bound() -> None:
-    sampler = PowerSampler(lambda: [("gpu:0", 1.0, None, None, None)], period_s=1.0, max_samples=3)
+    sampler = PowerSampler(lambda: [ProbeRow("gpu:0", 1.0, None, None, None)], period_s=1.0, max_samples=3)
     first_t, _ = sampler.sample_now()
     for _ in range(3):
         sampler.sample_now()

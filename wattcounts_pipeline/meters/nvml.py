@@ -114,8 +114,8 @@ class NvmlMeter(EnergyMeter):
         for domain, device, counter, instant in zip(self.domains, self.devices, self._has_counter,
                                                      self._instant_power, strict=True):
             power_w = device.power_instant_w() if instant else device.power_average_w()
-            rows.append((domain, power_w, device.temperature_c(), device.sm_clock_mhz(),
-                         device.total_energy_j() if counter else None))
+            rows.append(ProbeRow(domain, power_w, device.temperature_c(), device.sm_clock_mhz(),
+                                 device.total_energy_j() if counter else None))
         return rows
 
     def _raise_sampler_error(self) -> None:
@@ -128,7 +128,8 @@ class NvmlMeter(EnergyMeter):
     def _snapshot(self) -> _Edge:
         self._raise_sampler_error()
         t_s, rows = self.sampler.sample_now()
-        return _Edge(t_s=t_s, counter_j={r[0]: r[4] for r in rows}, temperature_c={r[0]: r[2] for r in rows})
+        return _Edge(t_s=t_s, counter_j={r.domain: r.counter_energy_j for r in rows},
+                     temperature_c={r.domain: r.temperature_c for r in rows})
 
     def _reading(self, key: str, duration_s: float, begin: _Edge, end: _Edge) -> EnergyReading:
         self._raise_sampler_error()

@@ -13,15 +13,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 logger = logging.getLogger(__name__)
 
-# One probe row: (domain, power_w, temperature_c, sm_clock_mhz, counter energy_j).
-ProbeRow = tuple[str, float, float | None, float | None, float | None]
-# One stored sample: (t_s on the perf_counter clock, *ProbeRow).
+
+class ProbeRow(NamedTuple):
+    """One domain's reading at one instant; fields a device cannot report are None."""
+
+    domain: str  # "gpu:0", ...
+    power_w: float
+    temperature_c: float | None
+    sm_clock_mhz: float | None
+    counter_energy_j: float | None  # the device's cumulative energy counter (NVML: Volta and newer), in J
+
+
+# One stored sample: (t_s on the perf_counter clock, *ProbeRow), kept a plain tuple: the 20 Hz buffer holds many.
 StoredSample = tuple[float, str, float, float | None, float | None, float | None]
 
 DEFAULT_PERIOD_S = 0.05  # 20 Hz: twice NVML's ~100 ms counter update, cheap enough to stay under 0.5 % overhead
