@@ -205,3 +205,11 @@ def test_blocked_nearest_neighbour_matches_a_row_by_row_search(n_query: int, n_p
             if best is None or (tier, dist) < best[:2]:
                 best = (tier, dist, j)
         assert best is not None and got[i] == best[2], i
+
+
+def test_every_lazy_export_of_the_model_package_resolves() -> None:
+    """`wattcounts_pipeline.model` names its exports' modules as strings: a renamed module must fail here."""
+    from wattcounts_pipeline import model
+
+    for name in model.__all__:
+        assert getattr(model, name) is not None, name

@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "train": "release", "load": "release", "list_releases": "release", "cross_validate_release": "release",
+    "train": "registry", "load": "registry", "list_releases": "registry", "cross_validate_release": "registry",
     "evaluate": "crossval",
     "fit_predictor": "predictor", "Predictor": "predictor",
     "recommend": "recommendation", "Scenario": "recommendation", "Candidate": "recommendation",
