@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from wattcounts_pipeline.core.engine_settings import EngineSettings, engine_settings
+from wattcounts_pipeline.core.engine_settings import engine_settings
 from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.vocab import FRAMEWORKS, PARALLELISMS, WEIGHTS, WORKLOAD_KINDS
 
@@ -121,11 +121,6 @@ class ExperimentSpec:
     @property
     def engine_kwargs(self) -> dict[str, Any]:
         return dict(self.engine_args)
-
-    @property
-    def settings(self) -> EngineSettings:
-        """The engine args as the framework's typed settings (core/engine_settings.py); unset fields are None."""
-        return engine_settings(self.framework, self.engine_kwargs)
 
     @property
     def gpus(self) -> int:
