@@ -32,7 +32,8 @@ def test_recommend_prints_front_and_best(model_dir: Path, capsys: pytest.Capture
 
 def test_recommend_defaults_to_the_newest_release_and_warns(model_dir: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["recommend", "--hardware", "L4", "--scenario", "rag", "--model-dir", str(model_dir)]) == 0
+    # on an L4 nothing meets rag's TTFT: the front and the warnings still print, and the exit code says so
+    assert main(["recommend", "--hardware", "L4", "--scenario", "rag", "--model-dir", str(model_dir)]) == 1
     out = capsys.readouterr().out
     assert "Predictor v0.1.0" in out and "warning: hardware never measured: L4" in out
 
@@ -51,3 +52,43 @@ def test_recommend_errors_exit_2(model_dir: Path, capsys: pytest.CaptureFixture[
 def test_recommend_without_any_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["recommend", "--hardware", "H100-SXM", "--model-dir", str(tmp_path)]) == 2
     assert "no predictor release" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--min-quality", "1.5"], "argument --min-quality: 1.5 is not between 0 and 1"),
+    (["--price", "-1"], "argument --price: -1 is negative"),
+    (["--carbon", "nan"], "argument --carbon: 'nan' is not a finite number"),
+    (["--price", "cheap"], "argument --price: 'cheap' is not a number"),
+])
+def test_bad_numbers_name_the_flag_and_exit_2(model_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                             message: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["recommend", "--hardware", "H100-SXM", "--model-dir", str(model_dir), *args])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_impossible_need_exits_1_and_names_it(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--min-quality", "0.99",
+                 "--model-dir", str(model_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "no candidate meets every need" in captured.err and "meet quality ≥ 0.99" in captured.err
+    assert "closest: " in captured.err and "Best: none" in captured.out
+
+
+def test_json_output_is_one_document(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--model-dir", str(model_dir),
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["hardware"] == "H100-SXM" and doc["scenario"]["name"] == "chat" and doc["unmet_needs"] is None
+    assert doc["best"]["energy_per_token_j"] == min(row["energy_per_token_j"] for row in doc["front"])
+
+
+def test_min_quality_without_a_quality_model_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = make_configurations(24, seed=5, gpus=["NVIDIA H100 80GB HBM3"], setups=[0],
+                               models=["meta-llama/Llama-3.2-1B-Instruct", "Qwen/Qwen2.5-7B-Instruct"])
+    train(rows.assign(quality_acc_mean=float("nan")), "v0.0.1", tmp_path)
+    assert main(["recommend", "--hardware", "H100-SXM", "--model-dir", str(tmp_path), "--min-quality", "0.5"]) == 2
+    assert "--min-quality 0.5 cannot be enforced" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """`wattcounts recommend`: the best configuration and Pareto front for a scenario on a device.
 
+Exit codes: 0 a best configuration, 1 none meets the scenario's needs (stderr names the need that failed and the
+candidate that comes closest), 2 bad input (a flag's value, an unknown device or scenario, no predictor).
 Imports stay inside `run` so that registering the subcommand costs nothing, and the predictor loads from JSON with
 numpy and pandas only (no scikit-learn), which keeps a recommendation under two seconds.
 """
@@ -7,16 +9,20 @@ numpy and pandas only (no scikit-learn), which keeps a recommendation under two 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH, PREDICTORS_SUBDIR
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from wattcounts_pipeline.model.recommendation import Scenario
+    from wattcounts_pipeline.model.predictor import Predictor
+    from wattcounts_pipeline.model.recommendation import Recommendation, Scenario
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,11 +36,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
     parser.add_argument("--release", default=None, help="predictor release tag (default: the newest)")
-    parser.add_argument("--min-quality", type=float, default=None, help="minimum mean accuracy (0-1)")
-    parser.add_argument("--price", type=float, default=ELECTRICITY_USD_PER_KWH, help="electricity price, USD per kWh")
-    parser.add_argument("--carbon", type=float, default=CARBON_G_PER_KWH, help="carbon intensity, gCO2e per kWh")
+    parser.add_argument("--min-quality", type=_fraction, default=None, help="minimum mean accuracy (0-1)")
+    parser.add_argument("--price", type=_non_negative, default=ELECTRICITY_USD_PER_KWH,
+                        help="electricity price, USD per kWh")
+    parser.add_argument("--carbon", type=_non_negative, default=CARBON_G_PER_KWH,
+                        help="carbon intensity, gCO2e per kWh")
     parser.add_argument("--plot", type=Path, default=None, help="also write the front as a PNG here")
+    parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON document")
     parser.set_defaults(func=run)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A mean accuracy: 0 to 1 (argparse names the flag and exits 2 otherwise)."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 1 (a mean accuracy)")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """A price or a carbon intensity: a finite number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is negative")
+    return value
 
 
 def _describe(s: Scenario) -> str:
@@ -62,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from wattcounts_pipeline import paths
     from wattcounts_pipeline.core.errors import WattCountsError
+    from wattcounts_pipeline.model.errors import ModelError
     from wattcounts_pipeline.model.recommendation import get_scenario, recommend
     from wattcounts_pipeline.model.registry import load
 
@@ -69,12 +105,39 @@ def run(args: argparse.Namespace) -> int:
         predictor = load(args.model_dir or paths.home() / PREDICTORS_SUBDIR, args.release)
         scenario = get_scenario(args.scenario)
         if args.min_quality is not None:
+            if "quality_acc_mean" not in predictor.models:
+                raise ModelError(f"--min-quality {args.min_quality:g} cannot be enforced: predictor "
+                                 f"{predictor.release_tag} has no quality model (no real-weight rows with quality "
+                                 "in its training data)")
             scenario = replace(scenario, min_quality=args.min_quality)
         rec = recommend(predictor, args.hardware, scenario, electricity_usd_per_kwh=args.price,
                         carbon_g_per_kwh=args.carbon)
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        print(json.dumps(_document(rec, predictor.release_tag, args), default=str))
+    else:
+        _print(rec, predictor, args)
+    if rec.best is None:
+        print(f"error: {rec.unmet_needs()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _document(rec: Recommendation, release_tag: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What `--json` prints: the inputs, the best (null when no candidate meets the needs), the front, warnings."""
+    def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return json.loads(frame.to_json(orient="records"))
+
+    return {"hardware": rec.hardware, "scenario": asdict(rec.scenario), "predictor_release": release_tag,
+            "electricity_usd_per_kwh": args.price, "carbon_g_per_kwh": args.carbon,
+            "best": rows(rec.best.to_frame().T)[0] if rec.best is not None else None,
+            "unmet_needs": rec.unmet_needs() or None, "front": rows(rec.front), "warnings": rec.warnings}
+
+
+def _print(rec: Recommendation, predictor: Predictor, args: argparse.Namespace) -> None:
+    scenario = rec.scenario
     print(f"Scenario {scenario.name} on {rec.hardware}: {_describe(scenario)}")
     print(f"Predictor {predictor.release_tag} ({predictor.n_training_rows} training rows; intervals nominal "
           f"{predictor.coverage:.0%}); electricity {args.price:g} USD/kWh, {args.carbon:g} gCO2e/kWh")
@@ -82,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
           "candidates):")
     print(_table(rec.front))
     if rec.best is None:
-        print("\nBest: none — no candidate meets the scenario's SLO and minimum quality.")
+        print(f"\nBest: none — {rec.unmet_needs()}.")
     else:
         b = rec.best
         print(f"\nBest: {b['architecture']} {b['quantization']} on {b['framework']} ({b['mode']}, "
@@ -100,4 +163,3 @@ def run(args: argparse.Namespace) -> int:
 
         plot_front(rec, args.plot)
         print(f"front plotted to {args.plot}")
-    return 0

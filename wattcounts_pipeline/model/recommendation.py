@@ -87,6 +87,31 @@ class Recommendation:
     warnings: list[str] = field(default_factory=list)
     candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
 
+    def unmet_needs(self) -> str:
+        """Why there is no best: how many candidates meet each need, and the one that comes closest (the smallest
+        worst excess over a limit, as a fraction of that limit). Empty when there is a best."""
+        if self.best is not None or self.candidates.empty:
+            return ""
+        table, s = self.candidates, self.scenario
+        limits = {"TPOT": ("tpot_p50_s", s.tpot_slo_s, 1.0), "TTFT": ("ttft_p50_s", s.ttft_slo_s, 1.0),
+                  "quality": ("quality_acc_mean", s.min_quality, -1.0)}  # -1: a minimum, not a maximum
+        excess = pd.DataFrame(index=table.index)
+        counts = []
+        for name, (column, limit, sign) in limits.items():
+            if limit is None or column not in table or table[column].isna().all():
+                continue  # not asked, or not predicted (no quality model): not a need that can fail
+            excess[name] = (sign * (table[column] - limit) / limit).fillna(math.inf).clip(lower=0.0)
+            counts.append(f"{int((excess[name] == 0).sum())} meet {name} {'≥' if sign < 0 else '≤'} {limit:g}"
+                          + (" s" if sign > 0 else ""))
+        if excess.empty:
+            return "no candidate fits on the hardware"
+        near = table.loc[excess.max(axis=1).idxmin()]
+        values = ", ".join(f"{name} {near[limits[name][0]]:.3g}" + (" s" if limits[name][2] > 0 else "")
+                           for name in excess.columns)
+        return (f"no candidate meets every need ({len(table)} candidates: {'; '.join(counts)}); closest: "
+                f"{near['architecture']} {near['quantization']} on {near['framework']} ({near['mode']}), "
+                f"batch {near['batch_size']}: {values}")
+
 
 def default_candidates(predictor: Predictor, on_gpu: bool) -> list[Candidate]:
     """Every measured architecture (test models aside) × every setup (quantization, framework, mode, GPU
