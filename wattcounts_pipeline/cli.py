@@ -13,7 +13,7 @@ SUBCOMMAND_MODULES = (
     "wattcounts_pipeline.register",  # register
     "wattcounts_pipeline.measure.cli",  # sweep, pack
     "wattcounts_pipeline.submissions.cli",  # submit
-    "wattcounts_pipeline.model.cli",  # recommend
+    "wattcounts_pipeline.model.cli",  # train, recommend
 )
 
 

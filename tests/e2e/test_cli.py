@@ -26,7 +26,7 @@ def _run_blocked(code: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_subcommand_without_heavy_imports():
     proc = _run_blocked("from wattcounts_pipeline.cli import main\nmain(['--help'])")
     assert proc.returncode == 0, proc.stderr
-    for command in ("register", "sweep", "pack", "submit", "recommend"):
+    for command in ("register", "sweep", "pack", "submit", "train", "recommend"):
         assert command in proc.stdout
 
 

@@ -92,3 +92,23 @@ def test_min_quality_without_a_quality_model_is_an_error(tmp_path: Path, capsys:
     train(rows.assign(quality_acc_mean=float("nan")), "v0.0.1", tmp_path)
     assert main(["recommend", "--hardware", "H100-SXM", "--model-dir", str(tmp_path), "--min-quality", "0.5"]) == 2
     assert "--min-quality 0.5 cannot be enforced" in capsys.readouterr().err
+
+
+def test_train_from_a_release_folder_then_recommend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A release folder (release.json + data/configurations.parquet; synthetic rows here) -> a predictor folder
+    that `recommend` finds by itself."""
+    release = tmp_path / "releases" / "v0.3.0"
+    (release / "data").mkdir(parents=True)
+    (release / "release.json").write_text('{"version": "v0.3.0"}')
+    make_configurations(36, seed=4, gpus=["NVIDIA H100 80GB HBM3"], setups=[0, 2]).to_parquet(
+        release / "data" / "configurations.parquet")
+    out = tmp_path / "predictors"
+    assert main(["train", str(release), "--model-dir", str(out)]) == 0
+    assert "predictor v0.3.0 trained on 36 configurations" in capsys.readouterr().out and (out / "v0.3.0").is_dir()
+    assert main(["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--model-dir", str(out), "--json"]) == 0
+    assert '"predictor_release": "v0.3.0"' in capsys.readouterr().out
+
+
+def test_train_refuses_a_folder_that_is_no_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tmp_path)]) == 2
+    assert f"{tmp_path}: not a dataset release folder" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`wattcounts recommend`: the best configuration and Pareto front for a scenario on a device.
+"""`wattcounts recommend`: the best configuration and Pareto front for a scenario on a device; `wattcounts train`:
+the predictor it asks, fitted on a dataset release folder.
 
 Exit codes: 0 a best configuration, 1 none meets the scenario's needs (stderr names the need that failed and the
 candidate that comes closest), 2 bad input (a flag's value, an unknown device or scenario, no predictor).
@@ -26,6 +27,16 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    trainer = subparsers.add_parser(
+        "train", help="train a predictor on a dataset release folder",
+        description="Fit the predictor on RELEASE/data/configurations.parquet of a dataset release (the folder the "
+                    "pipeline writes under $WATTCOUNTS_HOME/releases/, or a downloaded copy) and store it as "
+                    "MODEL_DIR/<release tag>/, where `wattcounts recommend` finds it. No cross-validation.")
+    trainer.add_argument("release", type=Path, help="dataset release folder (holds release.json and data/)")
+    trainer.add_argument("--model-dir", type=Path, default=None,
+                         help=f"where predictors are stored (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
+    trainer.set_defaults(func=run_train)
+
     parser = subparsers.add_parser(
         "recommend", help="best configuration and Pareto front for a scenario on a device",
         description="Predict energy, cost, latency and quality of every measured setup on HARDWARE for a scenario; "
@@ -122,6 +133,30 @@ def run(args: argparse.Namespace) -> int:
     if rec.best is None:
         print(f"error: {rec.unmet_needs()}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from wattcounts_pipeline import paths
+    from wattcounts_pipeline.core.errors import WattCountsError
+    from wattcounts_pipeline.model.registry import train
+
+    release_json, table = args.release / "release.json", args.release / "data" / "configurations.parquet"
+    try:
+        tag = json.loads(release_json.read_text())["version"]
+        configurations = pd.read_parquet(table)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {args.release}: not a dataset release folder (needs release.json with a version and "
+              f"data/configurations.parquet): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        folder = train(configurations, tag, args.model_dir or paths.home() / PREDICTORS_SUBDIR)
+    except WattCountsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"predictor {tag} trained on {len(configurations)} configurations of {args.release}: {folder}")
     return 0
 
 

@@ -259,8 +259,8 @@ def load(out_dir: Path, release_tag: str | None = None) -> Predictor:
     if release_tag is None:
         releases = list_releases(out_dir)
         if not releases:
-            raise ModelError(f"no predictor release in {out_dir}; train one with "
-                             "wattcounts_pipeline.model.registry.train(configurations, tag, out_dir)")
+            raise ModelError(f"no predictor release in {out_dir}; train one from a dataset release with "
+                             "`wattcounts train RELEASE_DIR`, or materialize the energy_model asset in the UI")
         release_tag = releases[-1]
     folder = out_dir / _check_tag(release_tag)
     try:
