@@ -35,9 +35,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from wattcounts_pipeline.core.stats import summarize
 from wattcounts_pipeline.meters.base import EnergyReading
 from wattcounts_pipeline.meters.nvml import NvmlMeter
-from wattcounts_pipeline.meters.protocol import power_series, steady_window, summarize
+from wattcounts_pipeline.meters.protocol import power_series, steady_window
 from wattcounts_pipeline.meters.replay import write_trace
 
 logger = logging.getLogger("meter_fidelity")

@@ -288,6 +288,17 @@ def test_no_permission_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
         NvmlMeter()
 
 
+@pytest.mark.parametrize(("fake", "present"), [
+    (FakeNvml([FakeGpu(uuid="GPU-1")]), True),
+    (FakeNvml([]), False),
+    (FakeNvml([FakeGpu(uuid="GPU-1")], init_error=nvml_device.NVML_ERROR_NO_PERMISSION), False),
+])
+def test_gpu_present_asks_nvml_and_never_raises(monkeypatch: pytest.MonkeyPatch, fake: FakeNvml,
+                                                present: bool) -> None:
+    install_fake_nvml(monkeypatch, fake)
+    assert nvml_device.gpu_present() is present
+
+
 def test_cuda_visible_devices_picks_and_renumbers_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     gpus = [FakeGpu("GPU-aaaa", power_w=100.0), FakeGpu("GPU-bbbb", power_w=200.0)]
     install_fake_nvml(monkeypatch, FakeNvml(gpus))

@@ -1,4 +1,5 @@
-"""The measurement protocol's pure functions, on numbers worked out by hand."""
+"""The measurement protocol's pure functions (protocol, attribution, repetition statistics), on numbers worked out
+by hand."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ from typing import Any
 
 import pytest
 
+from wattcounts_pipeline.core.stats import summarize
+from wattcounts_pipeline.meters.attribution import attribute_energy, split_prefill_decode
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading, PowerSample
-from wattcounts_pipeline.meters.protocol import (
-    attribute_energy,
-    cool_down,
-    power_series,
-    split_prefill_decode,
-    steady_window,
-    summarize,
-)
+from wattcounts_pipeline.meters.protocol import cool_down, power_series, steady_window
 
 
 def test_summarize_uses_student_t() -> None:

@@ -15,8 +15,9 @@ import pytest
 
 from tests.helpers import TESTS
 from wattcounts_pipeline.core.errors import MeterError
+from wattcounts_pipeline.meters.attribution import attribute_energy
 from wattcounts_pipeline.meters.base import EnergyReading
-from wattcounts_pipeline.meters.protocol import attribute_energy, cool_down, measure_idle, power_series, steady_window
+from wattcounts_pipeline.meters.protocol import cool_down, measure_idle, power_series, steady_window
 from wattcounts_pipeline.meters.replay import ManualClock, ReplayMeter, load_trace, write_trace
 from wattcounts_pipeline.meters.sampler import integrate_energy_j
 from wattcounts_pipeline.meters.select import best_meter

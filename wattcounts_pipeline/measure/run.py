@@ -23,9 +23,10 @@ from wattcounts_pipeline.backends.weights import resolve_spec_model
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.meters import host
+from wattcounts_pipeline.meters.attribution import attribute_energy, split_prefill_decode
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name
-from wattcounts_pipeline.meters.protocol import attribute_energy, cool_down, measure_idle, split_prefill_decode
+from wattcounts_pipeline.meters.protocol import cool_down, measure_idle
 from wattcounts_pipeline.workloads.prompts import build_prompts
 
 logger = logging.getLogger(__name__)

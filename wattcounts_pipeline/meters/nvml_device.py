@@ -109,6 +109,20 @@ def device_count() -> int:
     return int(call("device count", pynvml.nvmlDeviceGetCount))
 
 
+def gpu_present() -> bool:
+    """Whether NVML sees at least one NVIDIA GPU here: no library, no driver or no permission all mean no."""
+    try:
+        init()
+    except MeterError:
+        return False
+    try:
+        return device_count() > 0
+    except MeterError:
+        return False
+    finally:
+        shutdown()
+
+
 def driver_version() -> str:
     pynvml = pynvml_module()
     return str(call("driver version", pynvml.nvmlSystemGetDriverVersion))
