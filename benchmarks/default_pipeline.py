@@ -17,7 +17,7 @@ from wattcounts_pipeline.definitions import defs
 from wattcounts_pipeline.defs.resources import experiment_partitions
 
 PER_PARTITION = ["measurements", "validated_measurements", "quality_scores"]
-DOWNSTREAM = ["configurations", "dataset_release", "energy_model", "recommendation"]
+DOWNSTREAM = ["release_tables", "configurations", "dataset_release", "energy_model", "recommendation"]
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from wattcounts_pipeline.defs.aggregate import configurations
+from wattcounts_pipeline.defs.aggregate import configurations, release_tables
 from wattcounts_pipeline.defs.fleet import (
     experiments_resource,
     fleet_executor,
@@ -30,7 +30,7 @@ def experiment_sensor(context: dg.SensorEvaluationContext, experiments: Experime
 
 
 defs = dg.Definitions(
-    assets=[measurements, validated_measurements, quality_scores, configurations, dataset_release,
+    assets=[measurements, validated_measurements, quality_scores, release_tables, configurations, dataset_release,
             energy_model, predictor_evaluation, recommendation, submissions],
     jobs=[measure_on_hardware, validate_measured],
     sensors=[experiment_sensor, submissions_inbox_sensor, validate_after_measurement],

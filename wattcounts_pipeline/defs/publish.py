@@ -4,7 +4,6 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.defs.aggregate import collect_tables
 
 
 class ReleaseConfig(dg.Config):
@@ -26,11 +25,10 @@ class HubResource(dg.ConfigurableResource):
 @dg.asset(
     group_name="publish",
     kinds={"parquet", "git", "huggingface"},
-    ins={"validated_measurements": dg.AssetIn(), "quality_scores": dg.AssetIn(), "configurations": dg.AssetIn()},
+    ins={"release_tables": dg.AssetIn(), "configurations": dg.AssetIn()},
 )
 def dataset_release(context: dg.AssetExecutionContext, config: ReleaseConfig, hub: HubResource,
-                    configurations: pd.DataFrame, validated_measurements: dict[str, pd.DataFrame],
-                    quality_scores: pd.DataFrame) -> dict[str, str]:
+                    configurations: pd.DataFrame, release_tables: dict[str, pd.DataFrame]) -> dict[str, str]:
     """Builds a release (parquet per table, dataset card rendered from dataset_card/ with column docs
     from schemas/, figure, checksums, changelog), commits and tags it in the local dataset repository
     and, when configured, on the Hugging Face Hub. Same content twice → no new release.
@@ -38,8 +36,7 @@ def dataset_release(context: dg.AssetExecutionContext, config: ReleaseConfig, hu
     from wattcounts_pipeline.hub.publish import publish_hub, publish_local  # matplotlib, git: this step only
     from wattcounts_pipeline.hub.versioning import next_release
 
-    tables = collect_tables(validated_measurements, quality_scores)
-    tables["configurations"] = configurations
+    tables = {**release_tables, "configurations": configurations}
     card_facts = {"repo_id": hub.repo_id} if hub.repo_id else None
     release = next_release(tables, paths.subdir("releases"), config.version or None, context=card_facts)
     local = publish_local(release.path, paths.subdir("dataset_repo"), release.tag)

@@ -6,15 +6,16 @@ import json
 import dagster as dg
 import pandas as pd
 
-from wattcounts_pipeline import paths
 from wattcounts_pipeline.backends.weights import resolve_spec_model
 from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.core.validation import validate_table
 from wattcounts_pipeline.defs.fleet import partition_backfill_policy
-from wattcounts_pipeline.defs.io import ByPartition, read_value, write_value
+from wattcounts_pipeline.defs.io import ByPartition, is_stored, read_stored, store_folder, write_stored
 from wattcounts_pipeline.defs.resources import ExperimentsResource, experiment_partitions
 from wattcounts_pipeline.defs.validate import validated_measurements
+
+QUALITY_CACHE = "quality_cache"  # <store>/quality_cache/<quality_key>/: scores shared by partitions and hosts
 
 
 def quality_key(spec: ExperimentSpec) -> str:
@@ -46,9 +47,9 @@ def _partition_quality(context: dg.AssetExecutionContext, key: str, spec: Experi
         context.add_asset_metadata({"skipped": "random weights carry no quality" if spec.model.weights == "random"
                                     else "no quality tasks in the spec"}, partition_key=key)
         return contract.empty_frame()
-    cache = paths.subdir("quality_cache") / quality_key(spec)
-    if cache.is_dir():
-        frame = read_value(cache)
+    cache = store_folder(QUALITY_CACHE, quality_key(spec))
+    if is_stored(cache):
+        frame = read_stored(cache)
         context.log.info(f"{key}: quality reused from {cache}")
     else:
         from wattcounts_pipeline.quality.runner import evaluate_quality  # lm-eval: only where scores are computed
@@ -62,7 +63,7 @@ def _partition_quality(context: dg.AssetExecutionContext, key: str, spec: Experi
             raise dg.Failure(f"{key}: quality rows break schemas/quality.yaml; nothing stored",
                              metadata={"failures": dg.MetadataValue.md(result.failures.to_markdown(index=False))})
         frame = result.valid
-        write_value(cache, frame)
+        write_stored(cache, frame)
     context.add_asset_metadata({"scores": dg.MetadataValue.md(
         frame[["task", "metric", "value", "stderr", "n_samples"]].to_markdown(index=False))}, partition_key=key)
     return frame

@@ -14,6 +14,7 @@ from wattcounts_pipeline.core.partition_specs import store_specs, stored_spec
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
 from wattcounts_pipeline.measure.store import done_keys
 from wattcounts_pipeline.meters.base import EnergyMeter
+from wattcounts_pipeline.meters.nvml_device import gpu_present
 from wattcounts_pipeline.meters.select import best_meter
 
 EXPERIMENT_PARTITIONS = "experiment_spec"
@@ -38,20 +39,6 @@ def _in_default_set(path: Path) -> bool:
     except (OSError, yaml.YAMLError):
         return True  # let loading it report the problem with the file's name
     return not isinstance(doc, dict) or doc.get("in_default_set", True) is not False
-
-
-def gpu_present() -> bool:
-    """Whether NVML sees at least one NVIDIA GPU here."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no library, no driver, no permission: no GPU for our purposes
-        return False
 
 
 class ExperimentsResource(dg.ConfigurableResource):

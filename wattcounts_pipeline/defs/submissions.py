@@ -1,6 +1,7 @@
 """Community submissions: one partition per bundle dropped in the inbox, validated like our own rows."""
 
 import dagster as dg
+import pandas as pd
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.errors import SubmissionError
@@ -10,6 +11,7 @@ from wattcounts_pipeline.submissions.store import (
     accepted_result,
     bundle_id,
     bundle_state,
+    bundle_tables,
     ingest_bundle,
     list_inbox,
 )
@@ -20,11 +22,12 @@ def inbox() -> str:
 
 
 @dg.asset(partitions_def=submission_partitions, group_name="submissions", kinds={"python"})
-def submissions(context: dg.AssetExecutionContext) -> dict[str, object]:
+def submissions(context: dg.AssetExecutionContext) -> dict[str, pd.DataFrame]:
     """Ingests one contributed bundle from the inbox: safety checks (size, archive bombs, paths,
     links, encodings, formula injection), the same contract validation as our measurements and
     provenance checks. Accepted bundles become immutable and join the next release with attribution;
-    rejected ones move to `submissions/rejected/` with a report naming file, row and field."""
+    rejected ones move to `submissions/rejected/` with a report naming file, row and field. The value is
+    the bundle's rows and its attribution row, kept in the asset store that every host of a fleet reads."""
     result = _ingest(context.partition_key)
     context.add_output_metadata({"status": result.status, "repeat": result.repeat,
                                  "rows": dg.MetadataValue.json(result.rows),
@@ -32,7 +35,7 @@ def submissions(context: dg.AssetExecutionContext) -> dict[str, object]:
     if result.status != "accepted":
         raise dg.Failure(f"bundle {result.bundle_id} rejected", metadata={
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result.reasons))})
-    return {"bundle_id": result.bundle_id, "status": result.status, "rows": result.rows}
+    return bundle_tables(paths.subdir("submissions"), result.bundle_id)
 
 
 def _ingest(key: str) -> IngestResult:

@@ -3,13 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from wattcounts_pipeline import paths
 from wattcounts_pipeline.core.validation import ValidationResult, validate_partitions
 from wattcounts_pipeline.defs.fleet import partition_backfill_policy
-from wattcounts_pipeline.defs.io import BY_PARTITION, ByPartition, write_value
+from wattcounts_pipeline.defs.io import BY_PARTITION, ByPartition, store_folder, write_stored
 from wattcounts_pipeline.defs.resources import experiment_partitions
 
 CHECKED_TABLES = ("runs", "requests")
+QUARANTINE = "quarantine"  # <store>/quarantine/<partition>/: failing rows with their reasons, beside the assets
 
 
 def check_result(asset: str, result: ValidationResult) -> dg.AssetCheckResult:
@@ -65,7 +65,7 @@ def validated_measurements(context: dg.AssetExecutionContext, measurements: ByPa
             if not result.ok:
                 quarantine[table] = result.quarantine.astype(str)
         if quarantine:
-            write_value(paths.subdir("quarantine") / key, quarantine)
+            write_stored(store_folder(QUARANTINE, key), quarantine)
         valid["power_traces"] = tables.get("power_traces", pd.DataFrame())
         context.add_asset_metadata({"quarantined_rows": sum(len(q) for q in quarantine.values())}, partition_key=key)
         out[key] = valid

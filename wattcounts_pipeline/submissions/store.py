@@ -294,17 +294,33 @@ def render_report(archive_name: str, inspection: Inspection) -> str:
     return "\n".join(lines) + "\n"
 
 
-def accepted_tables(store_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """All accepted bundles' tables, concatenated (runs, requests, power_traces) plus one `submissions` row each."""
-    folders = _accepted_folders(Path(store_dir))
+def bundle_tables(store_dir: str | Path, bid: str) -> dict[str, pd.DataFrame]:
+    """One accepted bundle's rows (runs, requests, power_traces) and its one `submissions` attribution row: the
+    value the `submissions` asset stores, so every host reads contributed rows from the shared asset store."""
+    folder = Path(store_dir) / "accepted" / bid
+    if not (folder / "provenance.json").is_file():
+        raise SubmissionError(f"bundle {bid} is not accepted in {Path(store_dir) / 'accepted'}")
+    out = {table: pq.read_table(folder / f"{table}.parquet").to_pandas() if (folder / f"{table}.parquet").exists()
+           else load_contract(table).empty_frame() for table in MEASURED_TABLES}
+    out["submissions"] = pd.DataFrame([_submission_row(folder)], columns=SUBMISSIONS_COLUMNS)
+    return out
+
+
+def merge_bundles(bundles: list[dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """Several bundles' tables, concatenated table by table (an empty table of its contract when none has rows)."""
     out: dict[str, pd.DataFrame] = {}
     for table in MEASURED_TABLES:
-        frames = [pq.read_table(f / f"{table}.parquet").to_pandas() for f in folders
-                  if (f / f"{table}.parquet").exists()]
-        empty = load_contract(table).empty_frame()
-        out[table] = pd.concat(frames, ignore_index=True) if frames else empty
-    out["submissions"] = pd.DataFrame([_submission_row(f) for f in folders], columns=SUBMISSIONS_COLUMNS)
+        frames = [b[table] for b in bundles if table in b and not b[table].empty]
+        out[table] = pd.concat(frames, ignore_index=True) if frames else load_contract(table).empty_frame()
+    credits = [b["submissions"] for b in bundles if "submissions" in b and not b["submissions"].empty]
+    out["submissions"] = (pd.concat(credits, ignore_index=True) if credits
+                          else pd.DataFrame(columns=SUBMISSIONS_COLUMNS))
     return out
+
+
+def accepted_tables(store_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """All accepted bundles' tables, concatenated (runs, requests, power_traces) plus one `submissions` row each."""
+    return merge_bundles([bundle_tables(store_dir, f.name) for f in _accepted_folders(Path(store_dir))])
 
 
 def _submission_row(folder: Path) -> dict:
