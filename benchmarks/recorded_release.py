@@ -1,7 +1,9 @@
 """Build a release from the recorded GPU sweeps alone and print its checksums: the release-level half of the
 bit-for-bit check of a storage change (`measurements_roundtrip.py` is the table-level half).
 
-Usage:  python benchmarks/recorded_release.py OUT_DIR > checksums.txt
+Usage:  python benchmarks/recorded_release.py OUT_DIR [--quality] > checksums.txt
+`--quality` adds what `release_tables` adds for these rows: published and derived quality (quality/derive.py;
+random weights, so nothing measured), joined into the configurations as the pipeline joins it.
 Every configuration recorded under data/measurements/ goes the way the default pipeline takes it: the rows
 `find_recorded` serves the `measurements` asset, `validate_partitions` for runs and requests (as
 `validated_measurements`), `collect_tables`'s concatenation, `aggregate` and `build_release`, without the
@@ -22,11 +24,13 @@ from wattcounts_pipeline.core.contracts import load_contract
 from wattcounts_pipeline.core.validation import validate_partitions
 from wattcounts_pipeline.hub.release import build_release
 from wattcounts_pipeline.measure.store import done_keys, find_recorded
+from wattcounts_pipeline.quality.derive import release_quality
 
 ROOT = Path("data") / "measurements"
 
 
-def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1") -> tuple[Path, dict[str, object]]:
+def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1", quality: bool = False
+                         ) -> tuple[Path, dict[str, object]]:
     """The release of every configuration recorded in `folders`, the way the pipeline builds it, and the
     seconds of each stage (`index`: which keys exist; `serve`: `find_recorded` per key, as the `measurements`
     asset does per partition; `validate`: `validate_partitions` over all keys; `aggregate`;
@@ -50,6 +54,8 @@ def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1")
     t = time.perf_counter()
     tables = {name: pd.concat([p for p in frames if not p.empty], ignore_index=True) for name, frames in parts.items()}
     tables["quality"] = load_contract("quality").empty_frame()
+    if quality:
+        tables["quality"] = release_quality(tables["quality"], tables["runs"])
     tables["configurations"] = aggregate(tables["runs"], tables["requests"], tables["quality"])
     timings["aggregate_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -63,7 +69,7 @@ def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1")
 
 def main() -> int:
     folders = sorted(p for p in ROOT.iterdir() if p.is_dir())
-    folder, stats = release_from_folders(folders, Path(sys.argv[1]))
+    folder, stats = release_from_folders(folders, Path(sys.argv[1]), quality="--quality" in sys.argv[2:])
     print(f"# {stats['configurations']} configurations, quarantined rows {stats['quarantined_rows']}, "
           + ", ".join(f"{n} {stats[f'{n}_rows']}" for n in ("runs", "requests", "power_traces", "quality",
                                                              "configurations")))

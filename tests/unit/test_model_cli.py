@@ -59,6 +59,7 @@ def test_recommend_without_any_release(tmp_path: Path, capsys: pytest.CaptureFix
     (["--price", "-1"], "argument --price: -1 is negative"),
     (["--carbon", "nan"], "argument --carbon: 'nan' is not a finite number"),
     (["--price", "cheap"], "argument --price: 'cheap' is not a number"),
+    (["--quality-source", "measured,vibes"], "argument --quality-source: vibes: choose from measured, published"),
 ])
 def test_bad_numbers_name_the_flag_and_exit_2(model_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                              message: str) -> None:
@@ -92,6 +93,27 @@ def test_min_quality_without_a_quality_model_is_an_error(tmp_path: Path, capsys:
     train(rows.assign(quality_acc_mean=float("nan")), "v0.0.1", tmp_path)
     assert main(["recommend", "--hardware", "H100-SXM", "--model-dir", str(tmp_path), "--min-quality", "0.5"]) == 2
     assert "--min-quality 0.5 cannot be enforced" in capsys.readouterr().err
+
+
+def test_min_quality_through_derived_quality_says_its_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    """Random-weight GPU rows carry no measured quality; a derived value lets --min-quality pick one, and says so;
+    trusting measured quality only, the same request cannot be enforced (exit 2)."""
+    rows = make_configurations(36, seed=4, gpus=["NVIDIA H100 80GB HBM3"], setups=[0, 2],
+                               models=["meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"])
+    value = (rows["model"] == "meta-llama/Llama-3.1-8B-Instruct").astype(float).to_numpy() * 0.3 + 0.3
+    train(rows.assign(weights="random", quality_acc_mean=value, quality_source="derived",
+                      quality_acc_ci95_low=value - 0.05, quality_acc_ci95_high=value + 0.05, quality_tasks="mmlu"),
+          "v0.0.2", tmp_path)
+    base = ["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--model-dir", str(tmp_path),
+            "--min-quality", "0.5"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    best = next(line for line in out.splitlines() if line.startswith("Best: "))
+    assert "Llama-3.1-8B" in best and "quality 0.6 [0.55, 0.65] (derived on mmlu)" in best
+    assert "quality from" in out  # the front's column
+    assert main([*base, "--quality-source", "measured"]) == 2
+    assert "knows no quality from measured" in capsys.readouterr().err
 
 
 def test_train_from_a_release_folder_then_recommend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

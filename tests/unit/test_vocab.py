@@ -27,6 +27,13 @@ def test_published_schemas_allow_exactly_the_known_frameworks(table: str) -> Non
     assert column.allowed == vocab.FRAMEWORKS
 
 
+@pytest.mark.parametrize(("table", "name"), [("quality", "source"), ("configurations", "quality_source")])
+def test_published_schemas_allow_exactly_the_known_quality_sources(table: str, name: str) -> None:
+    (column,) = [c for c in load_contract(table).columns if c.name == name]
+    assert column.allowed == vocab.QUALITY_SOURCES
+    assert vocab.RECOMMEND_QUALITY_SOURCES[: len(vocab.QUALITY_SOURCES)] == vocab.QUALITY_SOURCES
+
+
 def test_submission_manifest_allows_exactly_the_known_frameworks() -> None:
     from wattcounts_pipeline.submissions.manifest import manifest_fields
 

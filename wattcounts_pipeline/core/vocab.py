@@ -13,6 +13,10 @@ QUALITY_FRAMEWORKS = ("llamacpp", "transformers")  # lm-eval runs through these 
 WEIGHTS = ("real", "random")
 WORKLOAD_KINDS = ("fixed", "sharegpt")
 PARALLELISMS = ("none", "pipeline", "tensor")
+# Where a quality value comes from (schemas/quality.yaml `source`), most trusted first; the recommendation adds
+# `predicted` (its quality model) for setups the release has no value for.
+QUALITY_SOURCES = ("measured", "published", "derived")
+RECOMMEND_QUALITY_SOURCES = (*QUALITY_SOURCES, "predicted")
 
 # Tables: what a measurement produces, and the release's configs in the order the card lists them.
 MEASURED_TABLES = ("runs", "requests", "power_traces")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH, PREDICTORS_SUBDIR
+from wattcounts_pipeline.core.vocab import RECOMMEND_QUALITY_SOURCES as QUALITY_SOURCES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
     parser.add_argument("--release", default=None, help="predictor release tag (default: the newest)")
     parser.add_argument("--min-quality", type=_fraction, default=None, help="minimum mean accuracy (0-1)")
+    parser.add_argument("--quality-source", type=_sources, default=QUALITY_SOURCES, metavar="SOURCES",
+                        help="quality you trust, comma-separated from: " + ", ".join(QUALITY_SOURCES) +
+                             " (default all; a candidate whose quality comes from another source counts as unknown)")
     parser.add_argument("--price", type=_non_negative, default=ELECTRICITY_USD_PER_KWH,
                         help="electricity price, USD per kWh")
     parser.add_argument("--carbon", type=_non_negative, default=CARBON_G_PER_KWH,
@@ -75,6 +79,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _sources(text: str) -> tuple[str, ...]:
+    """Quality sources, comma-separated; an unknown one names the choices (argparse exits 2)."""
+    chosen = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    wrong = [s for s in chosen if s not in QUALITY_SOURCES]
+    if wrong or not chosen:
+        raise argparse.ArgumentTypeError(f"{', '.join(wrong) or '(none)'}: choose from {', '.join(QUALITY_SOURCES)}")
+    return chosen
+
+
 def _non_negative(text: str) -> float:
     """A price or a carbon intensity: a finite number >= 0."""
     value = _number(text)
@@ -98,7 +111,7 @@ def _table(front: pd.DataFrame) -> str:
                "energy_per_token_j_low": "J low", "energy_per_token_j_high": "J high",
                "cost_per_1m_tokens_usd": "$/1M tok", "co2_per_1m_tokens_g": "gCO2/1M tok",
                "tokens_per_s": "tok/s", "ttft_p50_s": "TTFT s", "tpot_p50_s": "TPOT s", "latency_s": "latency s",
-               "quality_acc_mean": "quality"}
+               "quality_acc_mean": "quality", "quality_source": "quality from"}
     shown = front[list(columns)].rename(columns=columns)
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
@@ -116,13 +129,13 @@ def run(args: argparse.Namespace) -> int:
         predictor = load(args.model_dir or paths.home() / PREDICTORS_SUBDIR, args.release)
         scenario = get_scenario(args.scenario)
         if args.min_quality is not None:
-            if "quality_acc_mean" not in predictor.models:
+            if not _has_quality(predictor, args.quality_source):
                 raise ModelError(f"--min-quality {args.min_quality:g} cannot be enforced: predictor "
-                                 f"{predictor.release_tag} has no quality model (no real-weight rows with quality "
-                                 "in its training data)")
+                                 f"{predictor.release_tag} knows no quality from {', '.join(args.quality_source)} "
+                                 "(no configuration of its release has one, and it has no quality model)")
             scenario = replace(scenario, min_quality=args.min_quality)
         rec = recommend(predictor, args.hardware, scenario, electricity_usd_per_kwh=args.price,
-                        carbon_g_per_kwh=args.carbon)
+                        carbon_g_per_kwh=args.carbon, quality_sources=args.quality_source)
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -134,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {rec.unmet_needs()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _has_quality(predictor: Predictor, sources: tuple[str, ...]) -> bool:
+    """Whether any candidate can have a quality from `sources`: known for a setup, or predicted."""
+    known = predictor.known_quality["quality_source"].isin(sources).any()
+    return bool(known or ("predicted" in sources and "quality_acc_mean" in predictor.models))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -171,6 +190,19 @@ def _document(rec: Recommendation, release_tag: str, args: argparse.Namespace) -
             "unmet_needs": rec.unmet_needs() or None, "front": rows(rec.front), "warnings": rec.warnings}
 
 
+def _quality(row: pd.Series) -> str:
+    """The quality with its source and tasks: a derived value never reads as a measured one."""
+    def missing(value: object) -> bool:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+
+    if missing(row["quality_acc_mean"]):
+        return "quality unknown"
+    bounds = "" if missing(row["quality_acc_mean_low"]) else \
+        f" [{row['quality_acc_mean_low']:.3g}, {row['quality_acc_mean_high']:.3g}]"
+    tasks = f" on {row['quality_tasks']}" if row.get("quality_tasks") else ""
+    return f"quality {row['quality_acc_mean']:.3g}{bounds} ({row['quality_source']}{tasks})"
+
+
 def _print(rec: Recommendation, predictor: Predictor, args: argparse.Namespace) -> None:
     scenario = rec.scenario
     print(f"Scenario {scenario.name} on {rec.hardware}: {_describe(scenario)}")
@@ -187,7 +219,7 @@ def _print(rec: Recommendation, predictor: Predictor, args: argparse.Namespace) 
               f"{b['gpu_count']} GPU(s)), batch {b['batch_size']}: {b['energy_per_token_j']:.4g} J/token "
               f"[{b['energy_per_token_j_low']:.3g}, {b['energy_per_token_j_high']:.3g}], "
               f"{b['cost_per_1m_tokens_usd']:.4g} USD and {b['co2_per_1m_tokens_g']:.4g} gCO2e per 1M tokens, "
-              f"TTFT {b['ttft_p50_s']:.3g} s, TPOT {b['tpot_p50_s']:.3g} s, quality {b['quality_acc_mean']:.3g}")
+              f"TTFT {b['ttft_p50_s']:.3g} s, TPOT {b['tpot_p50_s']:.3g} s, {_quality(b)}")
     for message in rec.warnings:
         print(f"warning: {message}")
     for _, row in rec.front[rec.front["extrapolation"] != ""].iterrows():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ import pandas as pd
 from wattcounts_pipeline.model.domain import Domain
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import MODEL_FEATURES, PHYSICS_FEATURES, build_features, featurize
+from wattcounts_pipeline.model.known_quality import from_records, known_quality, to_records
 from wattcounts_pipeline.model.physics import Physics, fit_physics
 from wattcounts_pipeline.model.trees import TreeEnsemble, fit_ensemble, fit_mean
 
@@ -220,7 +221,8 @@ def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, covera
 
 @dataclass(frozen=True)
 class Predictor:
-    """Fitted targets plus the training domain; `predict` takes configurations-like rows."""
+    """Fitted targets plus the training domain; `predict` takes configurations-like rows. `known_quality`: the
+    quality each trained setup is known to have and its source (model/known_quality.py)."""
 
     release_tag: str
     coverage: float
@@ -228,6 +230,7 @@ class Predictor:
     domain: Domain
     n_training_rows: int
     physics: Physics
+    known_quality: pd.DataFrame = field(default_factory=lambda: from_records([]), compare=False)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per target: `<target>` (point), `<target>_low`, `<target>_high` (nominal `coverage` interval)."""
@@ -247,7 +250,8 @@ class Predictor:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "release_tag": self.release_tag,
                 "coverage": self.coverage, "n_training_rows": self.n_training_rows,
                 "domain": self.domain.to_dict(), "physics": self.physics.to_dict(),
-                "models": [m.to_dict() for m in self.models.values()]}
+                "models": [m.to_dict() for m in self.models.values()],
+                "known_quality": to_records(self.known_quality)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Predictor:
@@ -257,7 +261,8 @@ class Predictor:
         models = [TargetModel.from_dict(m) for m in data["models"]]
         return cls(release_tag=data["release_tag"], coverage=float(data["coverage"]),
                    models={m.spec.name: m for m in models}, domain=Domain.from_dict(data["domain"]),
-                   n_training_rows=int(data["n_training_rows"]), physics=Physics.from_dict(data["physics"]))
+                   n_training_rows=int(data["n_training_rows"]), physics=Physics.from_dict(data["physics"]),
+                   known_quality=from_records(data.get("known_quality", [])))  # absent before 2026-12-05
 
 
 def training_table(configurations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[Any, str]]:
@@ -284,7 +289,7 @@ def fit(rows: pd.DataFrame, feats: pd.DataFrame, *, release_tag: str,
     quality_rows = TARGET_SPECS["quality_acc_mean"].usable(rows).to_numpy()
     return Predictor(release_tag=release_tag, coverage=coverage, models=models,
                      domain=Domain.from_features(feats, feats[quality_rows]), n_training_rows=len(rows),
-                     physics=physics)
+                     physics=physics, known_quality=known_quality(rows, feats))
 
 
 def fit_predictor(configurations: pd.DataFrame, release_tag: str = "dev",

@@ -19,6 +19,7 @@ from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER
 from wattcounts_pipeline.model.catalog import get_architecture, get_hardware
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import build_features
+from wattcounts_pipeline.model.known_quality import QUALITY_SOURCES, apply_known_quality
 from wattcounts_pipeline.model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Recommendation:
         counts = []
         for name, (column, limit, sign) in limits.items():
             if limit is None or column not in table or table[column].isna().all():
-                continue  # not asked, or not predicted (no quality model): not a need that can fail
+                continue  # not asked, or no candidate has a value (no trusted quality): not a need that can fail
             excess[name] = (sign * (table[column] - limit) / limit).fillna(math.inf).clip(lower=0.0)
             counts.append(f"{int((excess[name] == 0).sum())} meet {name} {'≥' if sign < 0 else '≤'} {limit:g}"
                           + (" s" if sign > 0 else ""))
@@ -155,28 +156,34 @@ def _latency_s(preds: pd.DataFrame, feats: pd.DataFrame, scenario: Scenario) -> 
     return preds["ttft_p50_s"] + (scenario.output_tokens - 1) * tpot
 
 
-def _check_needs(table: pd.DataFrame, scenario: Scenario, has_quality: bool, warnings: list[str]) -> pd.DataFrame:
-    """`meets_slo` and `meets_quality` columns, on point predictions."""
+def _check_needs(table: pd.DataFrame, scenario: Scenario, trusted: tuple[str, ...], warnings: list[str]
+                 ) -> pd.DataFrame:
+    """`meets_slo` and `meets_quality` columns, on point predictions; a candidate with no quality from a trusted
+    source cannot meet a minimum quality."""
     table["meets_slo"] = True
     if scenario.tpot_slo_s is not None:
         table["meets_slo"] &= table["tpot_p50_s"] <= scenario.tpot_slo_s
     if scenario.ttft_slo_s is not None:
         table["meets_slo"] &= table["ttft_p50_s"] <= scenario.ttft_slo_s
     table["meets_quality"] = True
-    if not has_quality:
+    unknown = int(table["quality_acc_mean"].isna().sum())
+    if unknown == len(table):
         unenforced = f" and min quality {scenario.min_quality} is not enforced" if scenario.min_quality else ""
-        warnings.append("the predictor has no quality model (no real-weight rows with quality in its training "
-                        f"data): quality is left out of the front{unenforced}")
+        warnings.append(f"no candidate has a quality from the trusted sources ({', '.join(trusted)}): quality is "
+                        f"left out of the front{unenforced}")
     elif scenario.min_quality is not None:
-        table["meets_quality"] = table["quality_acc_mean"] >= scenario.min_quality
+        table["meets_quality"] = table["quality_acc_mean"] >= scenario.min_quality  # NaN: not met
+        if unknown:
+            warnings.append(f"{unknown} of {len(table)} candidate(s) have no quality from the trusted sources "
+                            f"({', '.join(trusted)}) and cannot meet min quality {scenario.min_quality}")
     return table
 
 
-def _front_and_best(table: pd.DataFrame, scenario: Scenario, has_quality: bool, warnings: list[str]
+def _front_and_best(table: pd.DataFrame, scenario: Scenario, warnings: list[str]
                     ) -> tuple[pd.DataFrame, pd.Series | None]:
     """Pareto front of the candidates meeting the needs (of all, with a warning, when none does) and the best."""
     objectives = {"energy_per_token_j": 1.0, "cost_per_1m_tokens_usd": 1.0, "latency_s": 1.0}
-    if has_quality:
+    if table["quality_acc_mean"].notna().any():
         objectives["quality_acc_mean"] = -1.0
     feasible = table[table["meets_slo"] & table["meets_quality"]]
     pool = feasible
@@ -194,12 +201,18 @@ def _front_and_best(table: pd.DataFrame, scenario: Scenario, has_quality: bool, 
 
 def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
               candidates: list[Candidate] | None = None, electricity_usd_per_kwh: float = ELECTRICITY_USD_PER_KWH,
-              carbon_g_per_kwh: float = CARBON_G_PER_KWH) -> Recommendation:
+              carbon_g_per_kwh: float = CARBON_G_PER_KWH,
+              quality_sources: tuple[str, ...] = QUALITY_SOURCES) -> Recommendation:
     """Pareto front and best configuration for `scenario` on `hardware` (a catalog name; unknown names raise).
 
     `candidates` default to every measured architecture × measured setup; the best is the lowest predicted
-    energy per token among candidates meeting the scenario's latency SLO and minimum quality.
+    energy per token among candidates meeting the scenario's latency SLO and minimum quality. A candidate's
+    quality is the release's for its setup (measured, published or derived: `Predictor.known_quality`), else the
+    quality model's (`predicted`); `quality_sources` are the ones the user trusts, the rest count as unknown.
     """
+    unknown_sources = sorted(set(quality_sources) - set(QUALITY_SOURCES))
+    if unknown_sources or not quality_sources:
+        raise ModelError(f"quality sources {unknown_sources or '(none)'}: choose from {', '.join(QUALITY_SOURCES)}")
     hw = get_hardware(hardware)
     scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
     if "energy_per_token_j" not in predictor.models:
@@ -225,9 +238,9 @@ def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
     kwh_per_1m = table["energy_per_token_j"] * 1e6 / J_PER_KWH
     table["cost_per_1m_tokens_usd"] = kwh_per_1m * electricity_usd_per_kwh
     table["co2_per_1m_tokens_g"] = kwh_per_1m * carbon_g_per_kwh
-    has_quality = "quality_acc_mean" in predictor.models
-    table = _check_needs(table[fits].reset_index(drop=True), scenario, has_quality, warnings)
-    front, best = _front_and_best(table, scenario, has_quality, warnings)
+    table = apply_known_quality(table, predictor.known_quality, tuple(quality_sources))
+    table = _check_needs(table[fits].reset_index(drop=True), scenario, tuple(quality_sources), warnings)
+    front, best = _front_and_best(table, scenario, warnings)
     for message in warnings:
         logger.info("recommend %s on %s: %s", scenario.name, hw.key, message)
     return Recommendation(hardware=hw.key, scenario=scenario, front=front, best=best, warnings=warnings,
