@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install Watt Counts with its CPU backends, lm-eval, the fleet executors and the test tools.
+# Create .venv and install Watt Counts with its CPU backends, lm-eval, the fleet executors and the test tools
+# (a headless Chromium included, for the explorer page's browser test).
 # First run: ~10 minutes on 2 cores (llama-cpp-python compiles; the wheel is then cached in
 # ~/.cache/wattcounts/wheels and reused). Later runs: seconds.
 set -euo pipefail
@@ -28,4 +29,5 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
 fi
 
 $PIP install -q -e ".[llamacpp,hf,eval,dev,fleet,quant]"
+scripts/install_browser.sh   # Playwright + Debian's chromium for the explorer's browser test (~16 s the first time)
 echo "setup done: $(.venv/bin/python -c 'import dagster, llama_cpp, torch; print("dagster", dagster.__version__, "| llama_cpp", llama_cpp.__version__, "| torch", torch.__version__)')"

@@ -1,10 +1,11 @@
-"""The Dagster entry point: measure → validate → quality → aggregate → publish → train, plus submissions."""
+"""The Dagster entry point: measure → validate → quality → aggregate → publish → train → explorer, plus submissions."""
 
 import os
 
 import dagster as dg
 
 from wattcounts_pipeline.defs.aggregate import configurations, release_tables
+from wattcounts_pipeline.defs.explorer import release_explorer
 from wattcounts_pipeline.defs.fleet import (
     experiments_resource,
     fleet_executor,
@@ -31,7 +32,7 @@ def experiment_sensor(context: dg.SensorEvaluationContext, experiments: Experime
 
 defs = dg.Definitions(
     assets=[measurements, validated_measurements, quality_scores, release_tables, configurations, dataset_release,
-            energy_model, predictor_evaluation, recommendation, submissions],
+            energy_model, predictor_evaluation, recommendation, release_explorer, submissions],
     jobs=[measure_on_hardware, validate_measured],
     sensors=[experiment_sensor, submissions_inbox_sensor, validate_after_measurement],
     # WATTCOUNTS_EXECUTOR=k8s|celery for a fleet (README "Running on a fleet"); unset: Dagster's default

@@ -15,7 +15,8 @@ from wattcounts_pipeline.definitions import defs
 from wattcounts_pipeline.defs.resources import ExperimentsResource, register_experiments
 
 PER_PARTITION = ["measurements", "validated_measurements", "quality_scores"]
-DOWNSTREAM = ["release_tables", "configurations", "dataset_release", "energy_model", "predictor_evaluation", "recommendation"]
+DOWNSTREAM = ["release_tables", "configurations", "dataset_release", "energy_model", "predictor_evaluation",
+              "recommendation", "release_explorer"]
 
 
 def _materialize(instance: dg.DagsterInstance, selection: list[str], experiments: ExperimentsResource,
@@ -50,8 +51,10 @@ def test_whole_graph_end_to_end(home: Path, tmp_path: Path) -> None:
     configs = datasets.load_dataset(release["path"], "configurations", split="train").to_pandas()
     assert len(configs) == 7
     real = configs[configs["weights"] == "real"]
-    assert real["quality_acc_mean"].notna().all() and configs[configs["weights"] == "random"][
-        "quality_acc_mean"].isna().all()
+    assert real["quality_acc_mean"].notna().all() and (real["quality_source"] == "measured").all()
+    random = configs[configs["weights"] == "random"]  # Qwen2.5-0.5B shapes: the authors' published bf16 scores
+    assert (random["quality_source"] != "measured").all()
+    assert set(random.loc[random["quality_acc_mean"].notna(), "quality_source"]) <= {"published", "derived"}
     cpu = configs[configs["gpu_count"] == 0]
     assert len(cpu) == 3 and (cpu["energy_method"] == "estimate").all()  # no NVML, no RAPL here: labelled
     gpu = configs[configs["gpu_count"] == 1]
@@ -63,6 +66,9 @@ def test_whole_graph_end_to_end(home: Path, tmp_path: Path) -> None:
     evaluation = json.loads((Path(result.output_for_node("predictor_evaluation")["path"]) /
                              "cross_validation.json").read_text())
     assert evaluation["release_tag"] == release["tag"] and {r["grouping"] for r in evaluation["cv"]} >= {"hardware"}
+    explorer = Path(result.output_for_node("release_explorer")["path"]).read_text(encoding="utf-8")
+    assert release["tag"].lstrip("v") in explorer
+    assert "predictor " + release["tag"] in explorer  # the recommend form's precomputed answers, with their source
 
 
 def test_failing_partition_fails_alone_and_keeps_earlier_release(home: Path, tmp_path: Path) -> None:

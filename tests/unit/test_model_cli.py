@@ -81,7 +81,7 @@ def test_json_output_is_one_document(model_dir: Path, capsys: pytest.CaptureFixt
     import json
 
     assert main(["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--model-dir", str(model_dir),
-                 "--json"]) == 0
+                 "--json", "--min-quality", "0"]) == 0  # synthetic quality: below chat's built-in minimum
     doc = json.loads(capsys.readouterr().out)
     assert doc["hardware"] == "H100-SXM" and doc["scenario"]["name"] == "chat" and doc["unmet_needs"] is None
     assert doc["best"]["energy_per_token_j"] == min(row["energy_per_token_j"] for row in doc["front"])
@@ -127,10 +127,20 @@ def test_train_from_a_release_folder_then_recommend(tmp_path: Path, capsys: pyte
     out = tmp_path / "predictors"
     assert main(["train", str(release), "--model-dir", str(out)]) == 0
     assert "predictor v0.3.0 trained on 36 configurations" in capsys.readouterr().out and (out / "v0.3.0").is_dir()
-    assert main(["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--model-dir", str(out), "--json"]) == 0
+    assert main(["recommend", "--hardware", "H100-SXM", "--scenario", "chat", "--model-dir", str(out), "--json",
+                 "--min-quality", "0"]) == 0
     assert '"predictor_release": "v0.3.0"' in capsys.readouterr().out
 
 
 def test_train_refuses_a_folder_that_is_no_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(tmp_path)]) == 2
     assert f"{tmp_path}: not a dataset release folder" in capsys.readouterr().err
+
+
+def test_min_quality_zero_drops_the_scenarios_minimum_even_without_quality(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rows = make_configurations(24, seed=5, gpus=["NVIDIA H100 80GB HBM3"], setups=[0],
+                               models=["meta-llama/Llama-3.2-1B-Instruct", "Qwen/Qwen2.5-7B-Instruct"])
+    train(rows.assign(quality_acc_mean=float("nan")), "v0.0.1", tmp_path)
+    assert main(["recommend", "--hardware", "H100-SXM", "--model-dir", str(tmp_path), "--min-quality", "0"]) == 0
+    assert "quality ≥" not in capsys.readouterr().out.splitlines()[0]

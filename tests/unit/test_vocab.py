@@ -53,13 +53,10 @@ def test_tables_nest() -> None:
 
 def test_money_and_carbon_defaults_are_the_same_everywhere() -> None:
     from wattcounts_pipeline.aggregate import aggregate
-    from wattcounts_pipeline.defs.train import RecommendationConfig
-    from wattcounts_pipeline.model.recommendation import recommend
+    from wattcounts_pipeline.model.costs import Costs
 
-    for fn in (aggregate, recommend):
-        params = inspect.signature(fn).parameters
-        assert params["electricity_usd_per_kwh"].default == vocab.ELECTRICITY_USD_PER_KWH
-        assert params["carbon_g_per_kwh"].default == vocab.CARBON_G_PER_KWH
-    config = RecommendationConfig()
-    assert (config.electricity_usd_per_kwh, config.carbon_g_per_kwh) == (vocab.ELECTRICITY_USD_PER_KWH,
-                                                                         vocab.CARBON_G_PER_KWH)
+    params = inspect.signature(aggregate).parameters
+    assert params["electricity_usd_per_kwh"].default == vocab.ELECTRICITY_USD_PER_KWH
+    assert params["carbon_g_per_kwh"].default == vocab.CARBON_G_PER_KWH
+    assert (Costs().electricity_per_kwh, Costs().carbon_g_per_kwh) == (vocab.ELECTRICITY_USD_PER_KWH,
+                                                                       vocab.CARBON_G_PER_KWH)

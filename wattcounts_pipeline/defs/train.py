@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from wattcounts_pipeline import paths
-from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH, PREDICTORS_SUBDIR
+from wattcounts_pipeline.core.vocab import PREDICTORS_SUBDIR
 
 
 def predictors_dir() -> Path:
@@ -53,10 +53,16 @@ def predictor_evaluation(context: dg.AssetExecutionContext, dataset_release: dic
 
 
 class RecommendationConfig(dg.Config):
+    """As `wattcounts recommend`'s flags; a price left unset (None) comes from the catalog (model/costs.py)."""
+
     hardware: str = "H200"
     scenario: str = "chat"
-    electricity_usd_per_kwh: float = ELECTRICITY_USD_PER_KWH
-    carbon_g_per_kwh: float = CARBON_G_PER_KWH
+    currency: str = "USD"
+    electricity_per_kwh: float | None = None  # in `currency`; None: the default 0.15 USD, converted
+    gpu_hour_price: float | None = None  # in `currency`; None: the catalog's on-demand price for the hardware
+    region: str | None = None  # grid for carbon (ISO alpha-3 or cloud region); None: the flat default
+    carbon_g_per_kwh: float | None = None
+    best_by: str = "energy"
 
 
 @dg.asset(group_name="train", kinds={"python"}, ins={"energy_model": dg.AssetIn()})
@@ -65,15 +71,21 @@ def recommendation(context: dg.AssetExecutionContext, config: RecommendationConf
     """The Pareto front (energy, cost, latency, quality) and best configuration for a scenario on a
     machine, from the predictor of the pinned release; the front's plot shows in the UI."""
     from wattcounts_pipeline.model import load, plot_front, recommend
+    from wattcounts_pipeline.model.catalog import get_hardware
+    from wattcounts_pipeline.model.costs import resolve_costs
 
     predictor = load(predictors_dir(), energy_model["release_tag"])
-    rec = recommend(predictor, config.hardware, config.scenario,
-                    electricity_usd_per_kwh=config.electricity_usd_per_kwh, carbon_g_per_kwh=config.carbon_g_per_kwh)
+    hw = get_hardware(config.hardware)
+    costs = resolve_costs(hw.key, hw.is_gpu, currency=config.currency, electricity_per_kwh=config.electricity_per_kwh,
+                          gpu_hour=config.gpu_hour_price, region=config.region,
+                          carbon_g_per_kwh=config.carbon_g_per_kwh)
+    rec = recommend(predictor, hw.key, config.scenario, costs=costs, best_by=config.best_by)
     png = base64.b64encode(plot_front(rec)).decode()
     context.add_output_metadata({
         "best": dg.MetadataValue.json(json.loads(rec.best.to_json())) if rec.best is not None
         else dg.MetadataValue.text("none"),
         "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in rec.warnings) or "none"),
+        "costs": dg.MetadataValue.json({"currency": costs.currency, **costs.sources}),
         "front": dg.MetadataValue.md(rec.front.head(20).to_markdown(index=False)),
         "plot": dg.MetadataValue.md(f"![Pareto front](data:image/png;base64,{png})"),
     })

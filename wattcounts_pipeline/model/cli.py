@@ -48,14 +48,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
     parser.add_argument("--release", default=None, help="predictor release tag (default: the newest)")
-    parser.add_argument("--min-quality", type=_fraction, default=None, help="minimum mean accuracy (0-1)")
+    parser.add_argument("--min-quality", type=_fraction, default=None,
+                        help="minimum mean accuracy (0-1; default: the scenario's, 0.6 for chat; 0: none)")
     parser.add_argument("--quality-source", type=_sources, default=QUALITY_SOURCES, metavar="SOURCES",
                         help="quality you trust, comma-separated from: " + ", ".join(QUALITY_SOURCES) +
                              " (default all; a candidate whose quality comes from another source counts as unknown)")
-    parser.add_argument("--price", type=_non_negative, default=ELECTRICITY_USD_PER_KWH,
-                        help="electricity price, USD per kWh")
-    parser.add_argument("--carbon", type=_non_negative, default=CARBON_G_PER_KWH,
-                        help="carbon intensity, gCO2e per kWh")
+    parser.add_argument("--currency", default="USD",
+                        help="currency of every price in and out: USD, EUR, ... (catalog/currencies.yaml, ECB rates)")
+    parser.add_argument("--price", type=_non_negative, default=None,
+                        help=f"electricity price per kWh in --currency (default {ELECTRICITY_USD_PER_KWH:g} USD, "
+                             "converted)")
+    parser.add_argument("--gpu-hour-price", type=_non_negative, default=None,
+                        help="what one GPU-hour costs you in --currency (rental, or your amortized capital cost; 0 "
+                             "to count electricity only); default: the catalog's on-demand list price for HARDWARE")
+    parser.add_argument("--region", default=None,
+                        help="grid for carbon: ISO 3166-1 alpha-3 country (FRA, USA, DEU, ...) or cloud region "
+                             "(aws:us-east-1, ...), CodeCarbon's data (catalog/grid_intensity.yaml)")
+    parser.add_argument("--carbon", type=_non_negative, default=None,
+                        help=f"carbon intensity, gCO2e per kWh (overrides --region; default {CARBON_G_PER_KWH:g})")
+    parser.add_argument("--best-by", choices=["energy", "cost", "co2"], default="energy",
+                        help="what the best configuration minimises among those meeting the needs (default energy)")
     parser.add_argument("--plot", type=Path, default=None, help="also write the front as a PNG here")
     parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON document")
     parser.set_defaults(func=run)
@@ -105,11 +117,12 @@ def _describe(s: Scenario) -> str:
         ", ".join(n for n in needs if n) or "no SLO")
 
 
-def _table(front: pd.DataFrame) -> str:
+def _table(front: pd.DataFrame, currency: str) -> str:
     columns = {"architecture": "architecture", "quantization": "quant", "framework": "framework", "mode": "mode",
                "gpu_count": "gpus", "batch_size": "batch", "energy_per_token_j": "J/token",
                "energy_per_token_j_low": "J low", "energy_per_token_j_high": "J high",
-               "cost_per_1m_tokens_usd": "$/1M tok", "co2_per_1m_tokens_g": "gCO2/1M tok",
+               "cost_per_1m_tokens": f"{currency}/1M tok", "gpu_cost_per_1m_tokens": "of which GPU-h",
+               "co2_per_1m_tokens_g": "gCO2/1M tok",
                "tokens_per_s": "tok/s", "ttft_p50_s": "TTFT s", "tpot_p50_s": "TPOT s", "latency_s": "latency s",
                "quality_acc_mean": "quality", "quality_source": "quality from"}
     shown = front[list(columns)].rename(columns=columns)
@@ -121,27 +134,40 @@ def run(args: argparse.Namespace) -> int:
 
     from wattcounts_pipeline import paths
     from wattcounts_pipeline.core.errors import WattCountsError
+    from wattcounts_pipeline.model.catalog import get_hardware
+    from wattcounts_pipeline.model.costs import resolve_costs
     from wattcounts_pipeline.model.errors import ModelError
     from wattcounts_pipeline.model.recommendation import get_scenario, recommend
-    from wattcounts_pipeline.model.registry import load
+    from wattcounts_pipeline.model.registry import SHIPPED_DIR, list_releases, load
 
     try:
-        predictor = load(args.model_dir or paths.home() / PREDICTORS_SUBDIR, args.release)
+        model_dir = args.model_dir or paths.home() / PREDICTORS_SUBDIR
+        shipped = args.model_dir is None and args.release is None and not list_releases(model_dir) \
+            and bool(list_releases(SHIPPED_DIR))
+        predictor = load(SHIPPED_DIR if shipped else model_dir, args.release)
         scenario = get_scenario(args.scenario)
-        if args.min_quality is not None:
+        if args.min_quality == 0:  # "no minimum", also where nothing has a quality
+            scenario = replace(scenario, min_quality=None)
+        elif args.min_quality is not None:
             if not _has_quality(predictor, args.quality_source):
                 raise ModelError(f"--min-quality {args.min_quality:g} cannot be enforced: predictor "
                                  f"{predictor.release_tag} knows no quality from {', '.join(args.quality_source)} "
                                  "(no configuration of its release has one, and it has no quality model)")
             scenario = replace(scenario, min_quality=args.min_quality)
-        rec = recommend(predictor, args.hardware, scenario, electricity_usd_per_kwh=args.price,
-                        carbon_g_per_kwh=args.carbon, quality_sources=args.quality_source)
+        hw = get_hardware(args.hardware)
+        costs = resolve_costs(hw.key, hw.is_gpu, currency=args.currency, electricity_per_kwh=args.price,
+                              gpu_hour=args.gpu_hour_price, region=args.region, carbon_g_per_kwh=args.carbon)
+        rec = recommend(predictor, hw.key, scenario, costs=costs, quality_sources=args.quality_source,
+                        best_by=args.best_by)
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(_document(rec, predictor.release_tag, args), default=str))
+        print(json.dumps({**_document(rec, predictor.release_tag, args), "predictor_shipped": shipped}, default=str))
     else:
+        if shipped:
+            print(f"(no predictor in {model_dir}: using the one shipped with the package, trained on the H200 "
+                  "configurations recorded in this repository; `wattcounts train RELEASE_DIR` for your own release)")
         _print(rec, predictor, args)
     if rec.best is None:
         print(f"error: {rec.unmet_needs()}", file=sys.stderr)
@@ -185,7 +211,7 @@ def _document(rec: Recommendation, release_tag: str, args: argparse.Namespace) -
         return json.loads(frame.to_json(orient="records"))
 
     return {"hardware": rec.hardware, "scenario": asdict(rec.scenario), "predictor_release": release_tag,
-            "electricity_usd_per_kwh": args.price, "carbon_g_per_kwh": args.carbon,
+            "costs": {**asdict(rec.costs), "sources": rec.costs.sources}, "best_by": rec.best_by,
             "best": rows(rec.best.to_frame().T)[0] if rec.best is not None else None,
             "unmet_needs": rec.unmet_needs() or None, "front": rows(rec.front), "warnings": rec.warnings}
 
@@ -206,11 +232,16 @@ def _quality(row: pd.Series) -> str:
 def _print(rec: Recommendation, predictor: Predictor, args: argparse.Namespace) -> None:
     scenario = rec.scenario
     print(f"Scenario {scenario.name} on {rec.hardware}: {_describe(scenario)}")
+    c = rec.costs
+    gpu_hour = "not counted" if c.gpu_hour is None else f"{c.gpu_hour:.4g} {c.currency}/GPU-hour"
     print(f"Predictor {predictor.release_tag} ({predictor.n_training_rows} training rows; intervals nominal "
-          f"{predictor.coverage:.0%}); electricity {args.price:g} USD/kWh, {args.carbon:g} gCO2e/kWh")
+          f"{predictor.coverage:.0%})")
+    print(f"Costs in {c.currency}: electricity {c.electricity_per_kwh:.4g} {c.currency}/kWh "
+          f"({c.sources.get('electricity', '')}); GPU {gpu_hour} ({c.sources.get('gpu_hour', '')}); "
+          f"carbon {c.carbon_g_per_kwh:.4g} gCO2e/kWh ({c.sources.get('carbon', '')}); best by {rec.best_by}")
     print(f"\nPareto front over energy, cost, latency and quality ({len(rec.front)} of {len(rec.candidates)} "
           "candidates):")
-    print(_table(rec.front))
+    print(_table(rec.front, rec.costs.currency))
     if rec.best is None:
         print(f"\nBest: none — {rec.unmet_needs()}.")
     else:
@@ -218,7 +249,8 @@ def _print(rec: Recommendation, predictor: Predictor, args: argparse.Namespace) 
         print(f"\nBest: {b['architecture']} {b['quantization']} on {b['framework']} ({b['mode']}, "
               f"{b['gpu_count']} GPU(s)), batch {b['batch_size']}: {b['energy_per_token_j']:.4g} J/token "
               f"[{b['energy_per_token_j_low']:.3g}, {b['energy_per_token_j_high']:.3g}], "
-              f"{b['cost_per_1m_tokens_usd']:.4g} USD and {b['co2_per_1m_tokens_g']:.4g} gCO2e per 1M tokens, "
+              f"{b['cost_per_1m_tokens']:.4g} {rec.costs.currency} ({b['gpu_cost_per_1m_tokens']:.4g} of it GPU-hours) "
+              f"and {b['co2_per_1m_tokens_g']:.4g} gCO2e per 1M tokens, "
               f"TTFT {b['ttft_p50_s']:.3g} s, TPOT {b['tpot_p50_s']:.3g} s, {_quality(b)}")
     for message in rec.warnings:
         print(f"warning: {message}")

@@ -38,6 +38,7 @@ QUANT_BYTES_PER_WEIGHT: dict[str, float] = {
     "Q6_K": 0.82,
     "Q5_K_M": 0.71, "Q5_K_S": 0.69, "Q5_0": 0.6875,
     "Q4_K_M": 0.60, "Q4_K_S": 0.57, "Q4_0": 0.5625,
+    "IQ4_XS": 0.53125,  # 4.25 bits per weight (llama.cpp's type table)
     "AWQ": 0.53, "GPTQ": 0.53, "INT4": 0.53,  # 4-bit with a scale and zero per group of 128
     "Q3_K_M": 0.49,
     "Q2_K": 0.41,

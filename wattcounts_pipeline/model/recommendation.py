@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH
 from wattcounts_pipeline.model.catalog import get_architecture, get_hardware
+from wattcounts_pipeline.model.costs import Costs, resolve_costs
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import build_features
 from wattcounts_pipeline.model.known_quality import QUALITY_SOURCES, apply_known_quality
@@ -24,7 +24,6 @@ from wattcounts_pipeline.model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-J_PER_KWH = 3.6e6
 MAX_BATCH = 1024
 LITTLE_ITERATIONS = 6
 
@@ -51,11 +50,18 @@ class Scenario:
             raise ModelError(f"scenario {self.name!r}: concurrency must be >= 1 and request rate > 0")
 
 
+# Each built-in scenario asks for a minimum quality too, or the smallest model always wins on energy: a mean
+# accuracy over the tasks behind each value (published and derived values: MMLU 5-shot, ARC-Challenge 25-shot,
+# HellaSwag 10-shot, GSM8K), 0.6 being about a 3B-class model of 2024 (Llama-3.2-3B 0.66, Qwen2.5-1.5B 0.61,
+# Qwen2.5-0.5B 0.45 in reference/published_scores.yaml). `--min-quality 0` drops it; where no candidate has a
+# quality it is said and not enforced.
 SCENARIOS = {
-    "chat": Scenario("chat", input_tokens=512, output_tokens=256, concurrency=8, tpot_slo_s=0.1, ttft_slo_s=1.0),
-    "batch-summarization": Scenario("batch-summarization", input_tokens=2048, output_tokens=256, concurrency=64),
+    "chat": Scenario("chat", input_tokens=512, output_tokens=256, concurrency=8, tpot_slo_s=0.1, ttft_slo_s=1.0,
+                     min_quality=0.6),
+    "batch-summarization": Scenario("batch-summarization", input_tokens=2048, output_tokens=256, concurrency=64,
+                                    min_quality=0.5),
     "rag": Scenario("rag", input_tokens=4096, output_tokens=256, request_rate_per_s=2.0, tpot_slo_s=0.1,
-                    ttft_slo_s=2.0),
+                    ttft_slo_s=2.0, min_quality=0.6),
 }
 
 
@@ -64,6 +70,10 @@ def get_scenario(name: str) -> Scenario:
         return SCENARIOS[name]
     except KeyError:
         raise ModelError(f"unknown scenario {name!r}; built in: {', '.join(SCENARIOS)}") from None
+
+
+BEST_BY = {"energy": "energy_per_token_j", "cost": "cost_per_1m_tokens", "co2": "co2_per_1m_tokens_g"}
+"""What "best" minimises among the candidates that meet the needs (the front is the same whichever)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class Recommendation:
     best: pd.Series | None
     warnings: list[str] = field(default_factory=list)
     candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    costs: Costs = field(default_factory=Costs)
+    best_by: str = "energy"
 
     def unmet_needs(self) -> str:
         """Why there is no best: how many candidates meet each need, and the one that comes closest (the smallest
@@ -179,10 +191,10 @@ def _check_needs(table: pd.DataFrame, scenario: Scenario, trusted: tuple[str, ..
     return table
 
 
-def _front_and_best(table: pd.DataFrame, scenario: Scenario, warnings: list[str]
+def _front_and_best(table: pd.DataFrame, scenario: Scenario, warnings: list[str], best_by: str
                     ) -> tuple[pd.DataFrame, pd.Series | None]:
     """Pareto front of the candidates meeting the needs (of all, with a warning, when none does) and the best."""
-    objectives = {"energy_per_token_j": 1.0, "cost_per_1m_tokens_usd": 1.0, "latency_s": 1.0}
+    objectives = {"energy_per_token_j": 1.0, "cost_per_1m_tokens": 1.0, "latency_s": 1.0}
     if table["quality_acc_mean"].notna().any():
         objectives["quality_acc_mean"] = -1.0
     feasible = table[table["meets_slo"] & table["meets_quality"]]
@@ -194,26 +206,30 @@ def _front_and_best(table: pd.DataFrame, scenario: Scenario, warnings: list[str]
         pool = table
     values = pool[list(objectives)].to_numpy(float) * np.asarray(list(objectives.values()))
     values = np.where(np.isnan(values), math.inf, values)
-    front = pool[pareto_mask(values)].sort_values("energy_per_token_j").reset_index(drop=True)
+    front = pool[pareto_mask(values)].sort_values([BEST_BY[best_by], "energy_per_token_j"]).reset_index(drop=True)
     best = front.iloc[0] if not feasible.empty else None
     return front, best
 
 
 def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
-              candidates: list[Candidate] | None = None, electricity_usd_per_kwh: float = ELECTRICITY_USD_PER_KWH,
-              carbon_g_per_kwh: float = CARBON_G_PER_KWH,
-              quality_sources: tuple[str, ...] = QUALITY_SOURCES) -> Recommendation:
+              candidates: list[Candidate] | None = None, costs: Costs | None = None,
+              quality_sources: tuple[str, ...] = QUALITY_SOURCES, best_by: str = "energy") -> Recommendation:
     """Pareto front and best configuration for `scenario` on `hardware` (a catalog name; unknown names raise).
 
     `candidates` default to every measured architecture × measured setup; the best is the lowest predicted
-    energy per token among candidates meeting the scenario's latency SLO and minimum quality. A candidate's
-    quality is the release's for its setup (measured, published or derived: `Predictor.known_quality`), else the
-    quality model's (`predicted`); `quality_sources` are the ones the user trusts, the rest count as unknown.
+    energy per token (or total cost, or CO2: `best_by`) among candidates meeting the scenario's latency SLO and
+    minimum quality. `costs` default to the catalog's GPU-hour price for the hardware and electricity in USD
+    (model/costs.py). A candidate's quality is the release's for its setup (measured, published or derived:
+    `Predictor.known_quality`), else the quality model's (`predicted`); `quality_sources` are the ones the user
+    trusts, the rest count as unknown.
     """
+    if best_by not in BEST_BY:
+        raise ModelError(f"best by {best_by!r}: choose from {', '.join(BEST_BY)}")
     unknown_sources = sorted(set(quality_sources) - set(QUALITY_SOURCES))
     if unknown_sources or not quality_sources:
         raise ModelError(f"quality sources {unknown_sources or '(none)'}: choose from {', '.join(QUALITY_SOURCES)}")
     hw = get_hardware(hardware)
+    costs = resolve_costs(hw.key, hw.is_gpu) if costs is None else costs
     scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
     if "energy_per_token_j" not in predictor.models:
         raise ModelError(f"predictor {predictor.release_tag!r} has no energy model (no measured energy rows)")
@@ -235,13 +251,11 @@ def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
                        .rename(columns={"arch_key": "architecture", "quant_key": "quantization"}), preds], axis=1)
     table["latency_s"] = _latency_s(preds, feats, scenario)
     table["extrapolation"] = predictor.domain.extrapolations(feats)
-    kwh_per_1m = table["energy_per_token_j"] * 1e6 / J_PER_KWH
-    table["cost_per_1m_tokens_usd"] = kwh_per_1m * electricity_usd_per_kwh
-    table["co2_per_1m_tokens_g"] = kwh_per_1m * carbon_g_per_kwh
+    table = costs.add_columns(table)
     table = apply_known_quality(table, predictor.known_quality, tuple(quality_sources))
     table = _check_needs(table[fits].reset_index(drop=True), scenario, tuple(quality_sources), warnings)
-    front, best = _front_and_best(table, scenario, warnings)
+    front, best = _front_and_best(table, scenario, warnings, best_by)
     for message in warnings:
         logger.info("recommend %s on %s: %s", scenario.name, hw.key, message)
     return Recommendation(hardware=hw.key, scenario=scenario, front=front, best=best, warnings=warnings,
-                          candidates=table)
+                          candidates=table, costs=costs, best_by=best_by)

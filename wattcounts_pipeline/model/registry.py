@@ -33,6 +33,8 @@ EVALUATION_FOLDER = "evaluation"
 CV_JSON = "cross_validation.json"
 CV_CARD = "cross_validation.md"
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+"""The predictor the package ships (scripts/ship_predictor.py): what a fresh install recommends with."""
 
 
 def _check_tag(release_tag: str) -> str:
