@@ -2,8 +2,12 @@
 
 Usage: python benchmarks/readme_figures.py RELEASE_DIR [--out docs]          (the default release)
        python benchmarks/readme_figures.py LADDER_RELEASE_DIR --ladder      (experiments/ladder.yaml)
+       python benchmarks/readme_figures.py --ladder-table docs/ladder.md   (the ladder's plot, no release at hand)
 Writes docs/energy_per_token_decode.png + docs/headline.md (with the one-GPU vs several-GPU vs MoE table),
-or docs/quality_vs_energy.png + docs/ladder.md.
+or docs/quality_vs_energy.png + docs/ladder.md, or (--ladder-table) docs/quality_vs_energy.png alone, redrawn
+from the ladder table this script wrote: its energy, energy interval and accuracies as they are; the accuracy's
+interval as the pipeline computes it for measured quality (lm-eval's closed-form stderr of each task's accuracy
+over --questions questions, combined over the tasks as `aggregate` does).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from wattcounts_pipeline.core.stats import Z95
 from wattcounts_pipeline.hub.card import markdown_table
 from wattcounts_pipeline.hub.figures import compile_mode, energy_per_token_figure, pareto_front, quality_energy_figure
 
@@ -82,12 +88,38 @@ def ladder(configs: pd.DataFrame, quality: pd.DataFrame) -> str:
     return markdown_table(table) + "\n"
 
 
+def ladder_rows(table_md: str, questions: int) -> pd.DataFrame:
+    """The configuration rows behind a ladder table (`ladder`'s output), for its plot: quality measured, its 95%
+    interval from the per-task accuracies (`wc_*` columns) as `aggregate._measured_quality` builds it."""
+    lines = [line.strip().strip("|").split("|") for line in table_md.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0]]
+    rows = pd.DataFrame([[c.strip() for c in line] for line in lines[1:]], columns=header)  # no "|---|" line
+    tasks = [c for c in header if c.startswith("wc_")]
+    numeric = ["energy_per_token_j", "energy_per_token_j_ci95_low", "energy_per_token_j_ci95_high",
+               "quality_acc_mean", *tasks]
+    rows[numeric] = rows[numeric].apply(pd.to_numeric)
+    stderr = np.sqrt(rows[tasks] * (1 - rows[tasks]) / (questions - 1))  # lm-eval's closed form for a mean of 0/1
+    half = Z95 * np.sqrt((stderr**2).sum(axis=1)) / len(tasks)
+    return rows.assign(quality_source="measured", quality_acc_ci95_low=rows["quality_acc_mean"] - half,
+                       quality_acc_ci95_high=rows["quality_acc_mean"] + half, quality_tasks=",".join(tasks))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("release", type=Path)
+    parser.add_argument("release", type=Path, nargs="?")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--ladder", action="store_true", help="the quantization ladder's table and plot")
+    parser.add_argument("--ladder-table", type=Path, default=None,
+                        help="redraw the ladder's plot from this table (docs/ladder.md) instead of a release")
+    parser.add_argument("--questions", type=int, default=50, help="questions per task behind --ladder-table")
     args = parser.parse_args()
+    if args.ladder_table is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        rows = ladder_rows(args.ladder_table.read_text(), args.questions)
+        print(quality_energy_figure(rows, args.out / "quality_vs_energy.png"))
+        return
+    if args.release is None:
+        parser.error("RELEASE_DIR is needed (or --ladder-table)")
     configs = pd.read_parquet(args.release / "data" / "configurations.parquet")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.ladder:
