@@ -74,6 +74,7 @@ class LlamaCppLM(LM):
         n_threads: int | None = None,
         max_gen_toks: int = 256,
         verbose: bool = False,
+        n_ubatch: int | None = None,
         **ignored: Any,
     ) -> None:
         super().__init__()
@@ -98,7 +99,9 @@ class LlamaCppLM(LM):
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = self.n_ctx
         ctx_params.n_batch = self.n_batch
-        ctx_params.n_ubatch = min(self.n_batch, N_UBATCH)
+        # n_ubatch: batch-invariant N_UBATCH unless a caller that decodes identical batches in every model
+        # it compares asks for speed (divergence.py: a full-length physical batch prefills ~6x faster)
+        ctx_params.n_ubatch = min(self.n_batch, int(n_ubatch) if n_ubatch else N_UBATCH)
         ctx_params.n_seq_max = self.n_seq_max
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
@@ -216,6 +219,16 @@ class LlamaCppLM(LM):
             if n_out:
                 out = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out * self.n_vocab,))
                 yield out.reshape(n_out, self.n_vocab)
+
+    def window_logits(self, tokens: Sequence[int], first_row: int) -> Iterator[np.ndarray]:
+        """Decode `tokens` alone (positions 0..n-1, cache emptied first), yielding the full-vocabulary logit
+        rows of positions >= `first_row` chunk by chunk, as `_decode` does (each a view valid until the
+        generator resumes). For comparing whole next-token distributions (quality/divergence.py)."""
+        if not 0 < len(tokens) <= self.n_ctx:
+            raise QualityError(f"a window of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}")
+        llama_cpp.llama_memory_clear(self._mem, True)
+        self._cached = []  # the window is not a prefix later requests may reuse
+        yield from self._decode([(tok, pos, (0,), pos >= first_row) for pos, tok in enumerate(tokens)])
 
     @staticmethod
     def _token_logprobs(rows: np.ndarray, row_ids: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
