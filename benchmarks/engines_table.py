@@ -1,8 +1,9 @@
-"""The README's "one model, one H200, every engine and format" table, from a dataset release.
+"""The README's "one model, one GPU, every engine and format" tables, from a dataset release.
 
 Usage: python benchmarks/engines_table.py RELEASE_DIR [MODEL ...]     (default: llama-3.1-8b qwen2.5-7b)
 RELEASE_DIR holds data/configurations.parquet (`benchmarks/recorded_release.py OUT` builds one from the
-recorded GPU sweeps alone). Prints one markdown table per model: each engine (llama.cpp in-process,
+recorded GPU sweeps alone). Prints one markdown table per model and card (the single-GPU rows of each
+`gpu_name`, H200 first, each against its own catalog bandwidth): each engine (llama.cpp in-process,
 llama-server, transformers by compile path) and weight format on one GPU, decode-128-256, gross J/token
 (mean), client-side tokens/s and TPOT p50 at batch 1, 8 and 32, and batch-1 tokens/s as a share of the
 memory roofline: the weight bytes a decode step reads (`gguf_random.decode_step_bytes`: every tensor but
@@ -23,7 +24,7 @@ from wattcounts_pipeline.backends.gguf_random import Shape, decode_step_bytes, t
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.hub.card import markdown_table
 from wattcounts_pipeline.hub.figures import compile_mode
-from wattcounts_pipeline.model.catalog import hardware_catalog
+from wattcounts_pipeline.model.catalog import hardware_for_row
 
 DECODE = "decode-128-256"
 BATCHES = (1, 8, 32)
@@ -77,9 +78,9 @@ def roofline_share(model: str, quantization: str, tokens_per_s: float, bandwidth
     return f"{tokens_per_s / (bandwidth_gb_s * 1e9 / step_bytes):.0%}"
 
 
-def table(configs: pd.DataFrame, model: str, bandwidth_gb_s: float) -> str:
+def table(configs: pd.DataFrame, model: str, gpu_name: str, bandwidth_gb_s: float) -> str:
     rows = configs[(configs["model"] == model) & (configs["workload"] == DECODE) & (configs["gpu_count"] == 1)
-                   & configs["batch_size"].isin(BATCHES)].copy()
+                   & (configs["gpu_name"] == gpu_name) & configs["batch_size"].isin(BATCHES)].copy()
     rows["engine"] = rows.apply(engine, axis=1)
     out = []
     # one line per sweep too: the same engine and format measured on two days (two hosts) stay two lines
@@ -103,14 +104,17 @@ def main() -> int:
     release = Path(sys.argv[1])
     models = sys.argv[2:] or ["llama-3.1-8b", "qwen2.5-7b"]
     configs = pd.read_parquet(release / "data" / "configurations.parquet")
-    h200 = hardware_catalog()["H200"]
-    gpus = sorted(configs.loc[configs["model"].isin(models) & (configs["gpu_count"] == 1), "gpu_name"].unique())
-    if gpus != ["NVIDIA H200"]:
-        raise SystemExit(f"{release}: expected rows of one NVIDIA H200 only, found {gpus}")
-    for model in models:
-        print(f"#### {model}, one NVIDIA H200, {DECODE} (roofline: {h200.memory_bandwidth_gb_s:.0f} GB/s)\n")
-        print(table(configs, model, h200.memory_bandwidth_gb_s))
-        print()
+    single = configs[configs["model"].isin(models) & (configs["gpu_count"] == 1)]
+    # H200 first (the card most rows ran on), then any other card the release holds
+    gpus = sorted(single["gpu_name"].dropna().unique(), key=lambda g: (g != "NVIDIA H200", g))
+    for gpu_name in gpus:
+        bandwidth_gb_s = hardware_for_row(gpu_name, 1, None).memory_bandwidth_gb_s
+        for model in models:
+            if not ((single["model"] == model) & (single["gpu_name"] == gpu_name)).any():
+                continue
+            print(f"#### {model}, one {gpu_name}, {DECODE} (roofline: {bandwidth_gb_s:.0f} GB/s)\n")
+            print(table(configs, model, gpu_name, bandwidth_gb_s))
+            print()
     return 0
 
 
