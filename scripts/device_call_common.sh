@@ -1,7 +1,7 @@
 # Sourced by the scripts/gpu_*_call.sh scripts (one timed device call each). call_begin sets `name`, the
 # deadline (`left` prints the seconds to it; 25 s are kept to pack) and `R` ($OUT/NAME), and starts
 # $R/env.txt with the card, the host CPU and Python; call_sweep runs one experiment file as a sweep that
-# resumes past every recorded folder under data/measurements/ (unless WATTCOUNTS_REPEAT is set) and stops
+# resumes past every recorded folder under data/measurements/ of this card model (unless WATTCOUNTS_REPEAT is set) and stops
 # starting specs `margin` seconds before the deadline; call_pack packs $OUT/NAME.tgz.
 #   call_begin NAME SECONDS
 #   call_sweep EXPERIMENT.yaml MARGIN_S
@@ -17,7 +17,12 @@ left() { echo $((deadline - SECONDS)); }
 call_sweep() {
   local experiment=$1 margin=$2 recorded=()
   # WATTCOUNTS_REPEAT=1: measure recorded specs again (a repeatability call: the release keeps the rows of the first folder by name)
-  [ -z "${WATTCOUNTS_REPEAT:-}" ] && for d in data/measurements/*/; do recorded+=(--recorded "$d"); done
+  # a folder counts as recorded only if its meter ran on this card model (meter.json's gpu_name): a
+  # `hardware: any` spec measured on an H100 is not measured for an H200
+  local gpu; gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  [ -z "${WATTCOUNTS_REPEAT:-}" ] && for d in data/measurements/*/; do
+    grep -qF "\"gpu_name\": \"$gpu\"" "$d/meter.json" 2>/dev/null && recorded+=(--recorded "$d")
+  done
   [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.cli sweep "$experiment" --cold-idle-s 10 \
     --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - margin)) \
     ${WATTCOUNTS_SWEEP_ONLY:+--only="$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1

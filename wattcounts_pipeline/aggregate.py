@@ -86,22 +86,23 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
 
 
 def configuration_keys(runs: pd.DataFrame) -> pd.Series:
-    """The configuration each run counts towards. Our rows: their configuration_id, as always. Contributed rows:
-    `<configuration_id>@<bundle id>` (plus a hardware hash where one bundle measured it on two machines), so
-    two machines measuring one spec are two rows of the release, never one row with the first one's hardware."""
+    """The configuration each run counts towards. Our rows: their configuration_id. Contributed rows:
+    `<configuration_id>@<bundle id>`. Either way a key measured on more than one machine (`hardware_id`: a spec
+    with `hardware: any` that one call ran on an H100 and another on an H200, or one bundle's two machines) gets
+    a hardware hash appended, so two cards are two rows of the release, never one row with the first card's name."""
     source = runs["source"].astype(str)
     submitted = source.str.startswith("submission:").to_numpy()
-    if not submitted.any():
-        return runs["configuration_id"]
-    key = runs["configuration_id"].astype(str) + "@" + source.str.removeprefix("submission:")
+    ids = runs["configuration_id"].astype(str)
+    key = ids.where(~submitted, ids + "@" + source.str.removeprefix("submission:"))
     hardware = runs["hardware_id"].astype(str)
     mixed = (hardware.groupby(key).transform("nunique") > 1).to_numpy()
-    key = key.where(~mixed, key + "-" + hardware.map(lambda h: hashlib.sha256(h.encode()).hexdigest()[:6]))
-    return runs["configuration_id"].where(~submitted, key)
+    if not submitted.any() and not mixed.any():
+        return runs["configuration_id"]
+    return key.where(~mixed, key + "-" + hardware.map(lambda h: hashlib.sha256(h.encode()).hexdigest()[:6]))
 
 
 def _with_identity(runs: pd.DataFrame, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs and requests relabelled with `configuration_keys` (a no-op for our own rows)."""
+    """Runs and requests relabelled with `configuration_keys` (a no-op for our own rows on one card each)."""
     keys = configuration_keys(runs)
     if keys.equals(runs["configuration_id"]):
         return runs, requests

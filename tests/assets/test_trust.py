@@ -134,6 +134,24 @@ def test_recorded_h200_data_aggregates_as_before() -> None:
     assert configs["n_runs"].sum() == len(runs)
 
 
+def test_one_spec_of_ours_on_two_cards_is_two_configurations() -> None:
+    """A `hardware: any` spec measured by one call on an H100 and by another on an H200 keeps both cards."""
+    from wattcounts_pipeline.aggregate import aggregate
+    from wattcounts_pipeline.measure.store import load_sweep
+    part = load_sweep(REPO / "data" / "measurements" / "h100-2026-12-05-quant-call7")
+    runs, requests = part["runs"], part["requests"]
+    one = runs["configuration_id"].iloc[0]
+    h100_runs, h100_requests = runs[runs["configuration_id"] == one], requests[requests["configuration_id"] == one]
+    h200_runs = h100_runs.assign(hardware_id="1x NVIDIA H200", gpu_name="NVIDIA H200",
+                                 run_id=h100_runs["run_id"].str.replace("/r", "/h200-r"))
+    h200_requests = h100_requests.assign(run_id=h100_requests["run_id"].str.replace("/r", "/h200-r"))
+    configs = aggregate(pd.concat([h100_runs, h200_runs], ignore_index=True),
+                        pd.concat([h100_requests, h200_requests], ignore_index=True), pd.DataFrame())
+    assert len(configs) == 2 and (configs["n_runs"] == len(h100_runs)).all()
+    assert sorted(configs["gpu_name"]) == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    assert all(key.startswith(f"{one}-") for key in configs["configuration_id"])
+
+
 # ---------------------------------------------------------------- what we publish stays inert
 
 HOSTILE_TEXT = ['<script>alert(1)</script>', '<img src=x onerror=alert(1)>', '[click](javascript:alert(1))',
