@@ -1,4 +1,5 @@
-"""The Dagster entry point: measure → validate → quality → aggregate → publish → train → explorer, plus submissions."""
+"""The Dagster entry point: measure → validate → quality → aggregate → publish → train → explorer, plus submissions
+and serving load curves."""
 
 import os
 
@@ -18,6 +19,7 @@ from wattcounts_pipeline.defs.measure import measurements
 from wattcounts_pipeline.defs.publish import HubResource, dataset_release
 from wattcounts_pipeline.defs.quality import quality_scores
 from wattcounts_pipeline.defs.resources import ExperimentsResource, MeterResource, register_experiments
+from wattcounts_pipeline.defs.serving import load_curves
 from wattcounts_pipeline.defs.submissions import submissions, submissions_inbox_sensor
 from wattcounts_pipeline.defs.train import energy_model, predictor_evaluation, recommendation
 from wattcounts_pipeline.defs.validate import validated_measurements
@@ -32,7 +34,7 @@ def experiment_sensor(context: dg.SensorEvaluationContext, experiments: Experime
 
 defs = dg.Definitions(
     assets=[measurements, validated_measurements, quality_scores, release_tables, configurations, dataset_release,
-            energy_model, predictor_evaluation, recommendation, release_explorer, submissions],
+            energy_model, predictor_evaluation, recommendation, release_explorer, submissions, load_curves],
     jobs=[measure_on_hardware, validate_measured],
     sensors=[experiment_sensor, submissions_inbox_sensor, validate_after_measurement],
     # WATTCOUNTS_EXECUTOR=k8s|celery for a fleet (README "Running on a fleet"); unset: Dagster's default

@@ -69,9 +69,10 @@ def test_meters_and_backends_stay_apart(part, other):
 
 
 def test_only_measure_joins_meters_and_backends():
-    """Orchestration (a spec's idle, warm-up and windows around an engine) lives in one library part; the asset
-    layer only wires a meter resource and resolves model paths for lm-eval."""
-    assert {part for part, edges in GRAPH.items() if {"meters", "backends"} <= edges} <= {"measure", "defs"}
+    """Orchestration (a spec's idle, warm-up and windows around an engine) lives in the library parts that measure:
+    `measure` (batch windows) and `serving` (load sweeps around a server); the asset layer only wires a meter
+    resource and resolves model paths for lm-eval."""
+    assert {part for part, edges in GRAPH.items() if {"meters", "backends"} <= edges} <= {"measure", "serving", "defs"}
 
 
 def test_only_entry_points_import_defs():

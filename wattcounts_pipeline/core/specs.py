@@ -215,7 +215,9 @@ def _as_list(value: Any) -> list[Any]:
 
 RUN_SETTINGS = ("repetitions", "warmup_requests", "idle_s", "min_window_s", "requires", "hardware", "prefill_split")
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
-    "file": frozenset({"name", "description", "in_default_set", "defaults", "models", "workloads", "matrix"}),
+    # `serving`: load sweeps, read by wattcounts_pipeline/serving/spec.py (not batch specs)
+    "file": frozenset({"name", "description", "in_default_set", "defaults", "models", "workloads", "matrix",
+                       "serving"}),
     "defaults": frozenset({*RUN_SETTINGS, "quality"}),
     "quality": frozenset({"tasks", "limit", "num_fewshot"}),
     "model": frozenset({"source", "weights", "revision", "architecture", "tokenizer"}),

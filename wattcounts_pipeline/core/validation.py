@@ -88,7 +88,33 @@ def quality_plausibility(frame: pd.DataFrame) -> list[tuple[pd.Series, str, str]
     return rules
 
 
+def load_points_plausibility(frame: pd.DataFrame) -> list[tuple[pd.Series, str, str]]:
+    """A serving load point's derived columns agree with its counts, and its percentiles are ordered."""
+    f = frame
+    rules = [
+        (_rel_mismatch(f["energy_per_request_j"], f["energy_j"] / f["requests_completed"]),
+         "energy_per_request_j", "equals energy_j / requests_completed"),
+        (_rel_mismatch(f["energy_per_output_token_j"], f["energy_j"] / f["output_tokens_total"]),
+         "energy_per_output_token_j", "equals energy_j / output_tokens_total"),
+        (_rel_mismatch(f["achieved_rate_per_s"], f["requests_completed"] / f["duration_s"]),
+         "achieved_rate_per_s", "equals requests_completed / duration_s"),
+        (_rel_mismatch(f["mean_power_w"], f["energy_j"] / f["duration_s"]), "mean_power_w",
+         "equals energy_j / duration_s"),
+        (f["requests_completed"] + f["requests_failed"] > f["requests_offered"], "requests_completed",
+         "completed + failed not above offered"),
+        (f["goodput_per_s"] > f["achieved_rate_per_s"] * (1 + REL_TOL), "goodput_per_s", "not above achieved rate"),
+        ((f["load_mode"] == "closed") != f["users"].notna(), "users", "present exactly in closed loop"),
+        ((f["load_mode"] == "open") != f["offered_rate_per_s"].notna(), "offered_rate_per_s",
+         "present exactly in open loop"),
+    ]
+    for metric in ("ttft", "tpot", "e2e"):
+        p50, p90, p99 = (f[f"{metric}_p{q}_s"] for q in (50, 90, 99))
+        rules.append((((p50 > p90) | (p90 > p99)).fillna(False), f"{metric}_p90_s", "p50 <= p90 <= p99"))
+    return rules
+
+
 PLAUSIBILITY = {
+    "load_points": load_points_plausibility,
     "runs": runs_plausibility,
     "requests": requests_plausibility,
     "configurations": configurations_plausibility,

@@ -22,10 +22,23 @@ class HubResource(dg.ConfigurableResource):
         return bool(self.repo_id and self.token)
 
 
+def stored_load_points() -> dict[str, pd.DataFrame]:
+    """{"load_points": rows} of the last `load_curves` materialization when it has any, else {} (a release without
+    serving sweeps has no load_points config)."""
+    from wattcounts_pipeline.defs.io import UNPARTITIONED, is_stored, read_stored, store_folder
+
+    folder = store_folder("load_curves", UNPARTITIONED)
+    if not is_stored(folder):
+        return {}
+    frame = read_stored(folder)
+    return {"load_points": frame} if isinstance(frame, pd.DataFrame) and not frame.empty else {}
+
+
 @dg.asset(
     group_name="publish",
     kinds={"parquet", "git", "huggingface"},
     ins={"release_tables": dg.AssetIn(), "configurations": dg.AssetIn()},
+    deps=["load_curves"],  # read when materialized (serving sweeps are optional): stored_load_points()
 )
 def dataset_release(context: dg.AssetExecutionContext, config: ReleaseConfig, hub: HubResource,
                     configurations: pd.DataFrame, release_tables: dict[str, pd.DataFrame]) -> dict[str, str]:
@@ -36,7 +49,7 @@ def dataset_release(context: dg.AssetExecutionContext, config: ReleaseConfig, hu
     from wattcounts_pipeline.hub.publish import publish_hub, publish_local  # matplotlib, git: this step only
     from wattcounts_pipeline.hub.versioning import next_release
 
-    tables = {**release_tables, "configurations": configurations}
+    tables = {**release_tables, "configurations": configurations, **stored_load_points()}
     card_facts = {"repo_id": hub.repo_id} if hub.repo_id else None
     release = next_release(tables, paths.subdir("releases"), config.version or None, context=card_facts)
     local = publish_local(release.path, paths.subdir("dataset_repo"), release.tag)

@@ -80,7 +80,26 @@ def render_card(frames: dict[str, pd.DataFrame], contracts: dict[str, Contract],
         top_n=TOP_N,
         top_table=markdown_table(top_configurations(configurations, TOP_N)),
         has_quality_figure=bool(configurations["quality_acc_mean"].notna().any()),
+        load_curves_table=markdown_table(load_curve_summary(frames["load_points"])) if "load_points" in frames else "",
     )
+
+
+def load_curve_summary(load_points: pd.DataFrame) -> pd.DataFrame:
+    """One row per serving sweep: what was served, the load range, the lowest J/request and the capacity."""
+    out = []
+    for _, points in load_points.groupby("sweep_id", sort=True):
+        first = points.iloc[0]
+        level = points["users"] if first["load_mode"] == "closed" else points["offered_rate_per_s"]
+        unit = "users" if first["load_mode"] == "closed" else "req/s"
+        best = points.loc[points["energy_per_request_j"].idxmin()]
+        out.append({"model": first["model"], "quantization": first["quantization"], "server": first["server"],
+                    "workload": first["workload"], "hardware": first["hardware_id"],
+                    "load": f"{level.min():g}–{level.max():g} {unit}",
+                    "capacity req/s": f"{points['achieved_rate_per_s'].max():.3g}",
+                    "min J/request": f"{best['energy_per_request_j']:.4g}",
+                    "p90 TPOT there s": "—" if pd.isna(best["tpot_p90_s"]) else f"{best['tpot_p90_s']:.3g}",
+                    "energy_method": first["energy_method"]})
+    return pd.DataFrame(out)
 
 
 def hardware_summary(configurations: pd.DataFrame) -> pd.DataFrame:

@@ -224,3 +224,57 @@ def quality_energy_figure(configurations: pd.DataFrame, path: Path) -> Path | No
     configuration carries quality."""
     fig = quality_energy_axes(configurations)
     return None if fig is None else _save(fig, path)
+
+
+def load_curve_name(row: pd.Series) -> str:
+    """A serving sweep's legend label: what was served, by which server, under which workload and load."""
+    return (f"{row['model']} {row['quantization']} · {row['server']} ×{row['slots']} · {row['workload']} "
+            f"({row['load_mode']} loop) · {row['hardware_id']}")
+
+
+def load_curve_axes(load_points: pd.DataFrame) -> Figure:
+    """The figure `load_curve_figure` writes (see there); the Agg canvas is attached, nothing is saved."""
+    fig = Figure(figsize=(10.0, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    energy_ax, tpot_ax = fig.subplots(1, 2)
+    sweeps = sorted(load_points["sweep_id"].unique()) if not load_points.empty else []
+    for ax in (energy_ax, tpot_ax):
+        ax.grid(True, alpha=0.35)
+        ax.set_xlabel("achieved request rate (requests/s)")
+    energy_ax.set_ylabel("J/request (gross, whole load interval)")
+    tpot_ax.set_ylabel("p90 TPOT (s)")
+    if not sweeps:
+        energy_ax.text(0.5, 0.5, "no load points", ha="center", va="center", transform=energy_ax.transAxes)
+    handles = []
+    slo_levels: set[float] = set()
+    for i, sweep in enumerate(sweeps):
+        points = load_points[load_points["sweep_id"] == sweep].sort_values("point_index")
+        colour, marker, face = series_style(i)
+        look = {"marker": marker, "markersize": 5, **_marker_look(colour, face), "color": colour, "linewidth": 1.3}
+        rate = points["achieved_rate_per_s"].to_numpy(float)
+        energy_ax.plot(rate, points["energy_per_request_j"].to_numpy(float), **look)
+        tpot_ax.plot(rate, pd.to_numeric(points["tpot_p90_s"], errors="coerce").to_numpy(float), **look)
+        saturated = points[points["saturated"].astype(bool)]
+        if not saturated.empty:  # the point where throughput stopped rising, ringed
+            energy_ax.plot(saturated["achieved_rate_per_s"], saturated["energy_per_request_j"], linestyle="none",
+                           marker="o", markersize=11, markerfacecolor="none", markeredgecolor=colour)
+        slo_levels.update(float(v) for v in points["slo_tpot_s"].dropna().unique())
+        handles.append(Line2D([], [], **look, label=load_curve_name(points.iloc[0])))
+    for level in sorted(slo_levels):
+        tpot_ax.axhline(level, color=OKABE_ITO["vermillion"], linestyle="--", linewidth=1.1)
+    if slo_levels:
+        handles.append(Line2D([], [], color=OKABE_ITO["vermillion"], linestyle="--",
+                              label="TPOT SLO (p90 target)"))
+    if load_points.get("saturated", pd.Series(dtype=bool)).astype(bool).any():
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
+                              markeredgecolor="0.3", label="saturated: throughput stopped rising"))
+    legend = fig.legend(handles=handles, loc="lower left", ncol=1, fontsize="small", frameon=False)
+    stack_legends_below(fig, [legend], 4.4, title="Serving load curves: energy per request and p90 TPOT vs rate")
+    return fig
+
+
+def load_curve_figure(load_points: pd.DataFrame, path: Path) -> Path:
+    """Write a PNG of each serving sweep's curve: gross J/request (the whole load interval, idle gaps included)
+    and p90 TPOT against the achieved request rate, one colour and marker per sweep, the TPOT SLO as a dashed
+    line and the saturated point ringed."""
+    return _save(load_curve_axes(load_points), path)

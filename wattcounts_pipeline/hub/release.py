@@ -22,7 +22,7 @@ from wattcounts_pipeline.core.errors import ContractError, ReleaseError
 from wattcounts_pipeline.core.vocab import RELEASE_TABLES
 from wattcounts_pipeline.hub.card import DEFAULT_CONFIG, render_card
 from wattcounts_pipeline.hub.changelog import MANIFEST, changelog_entry, diff_release, read_manifest
-from wattcounts_pipeline.hub.figures import energy_per_token_figure, quality_energy_figure
+from wattcounts_pipeline.hub.figures import energy_per_token_figure, load_curve_figure, quality_energy_figure
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ def _write_release(folder: Path, frames: dict[str, pd.DataFrame], contracts: dic
         shutil.copy2(paths.SCHEMAS_DIR / f"{name}.yaml", folder / "schemas" / f"{name}.yaml")
     energy_per_token_figure(frames[DEFAULT_CONFIG], folder / "figures" / "energy_per_token.png")
     quality_energy_figure(frames[DEFAULT_CONFIG], folder / "figures" / "quality_vs_energy.png")
+    if "load_points" in frames:  # serving sweeps (wattcounts_pipeline/serving/)
+        load_curve_figure(frames["load_points"], folder / "figures" / "load_curves.png")
 
     diffs = diff_release(previous, frames, contracts) if previous is not None else []
     entry = changelog_entry(version, previous_version, diffs, {n: len(f) for n, f in frames.items()})

@@ -1,8 +1,10 @@
 """`wattcounts recommend`: the best configuration and Pareto front for a scenario on a device; `wattcounts train`:
 the predictor it asks, fitted on a dataset release folder.
 
-Exit codes: 0 a best configuration, 1 none meets the scenario's needs (stderr names the need that failed and the
-candidate that comes closest), 2 bad input (a flag's value, an unknown device or scenario, no predictor).
+Measured load curves (model/curves.py) answer the setups that have one for the scenario on the device, at the
+scenario's load or `--users`/`--rate`, and say where they extrapolate; the predictor answers the rest.
+Exit codes: 0 a best configuration (measured or predicted), 1 none meets the scenario's needs (stderr names the
+need that failed and the candidate that comes closest), 2 bad input (a flag's value, an unknown device or scenario, no predictor).
 Imports stay inside `run` so that registering the subcommand costs nothing, and the predictor loads from JSON with
 numpy and pandas only (no scikit-learn), which keeps a recommendation under two seconds.
 """
@@ -23,8 +25,9 @@ from wattcounts_pipeline.core.vocab import RECOMMEND_QUALITY_SOURCES as QUALITY_
 if TYPE_CHECKING:
     import pandas as pd
 
+    from wattcounts_pipeline.model.curves import CurveAnswer
     from wattcounts_pipeline.model.predictor import Predictor
-    from wattcounts_pipeline.model.recommendation import Recommendation, Scenario
+    from wattcounts_pipeline.model.recommendation import Candidate, Recommendation, Scenario
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hardware", required=True,
                         help="device name from the catalog, e.g. H100-SXM, L4, cpu-x86-server")
     parser.add_argument("--scenario", default="chat", help="built-in scenario: chat, batch-summarization, rag")
+    load = parser.add_mutually_exclusive_group()  # model/curves.py: the load measured curves are read at
+    load.add_argument("--users", type=_positive_int, default=None,
+                      help="concurrent users (closed loop), instead of the scenario's load")
+    load.add_argument("--rate", type=_positive, default=None,
+                      help="requests per second (Poisson arrivals), instead of the scenario's load")
+    parser.add_argument("--curves", type=Path, default=None,
+                        help="measured load curves: a load_points .jsonl/.parquet or a folder of serving sweeps "
+                             "(default $WATTCOUNTS_HOME/serving); setups with a curve for the scenario on HARDWARE "
+                             "are answered from it, interpolated, the others by the predictor")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
     parser.add_argument("--release", default=None, help="predictor release tag (default: the newest)")
@@ -98,6 +110,23 @@ def _sources(text: str) -> tuple[str, ...]:
     if wrong or not chosen:
         raise argparse.ArgumentTypeError(f"{', '.join(wrong) or '(none)'}: choose from {', '.join(QUALITY_SOURCES)}")
     return chosen
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not > 0")
+    return value
 
 
 def _non_negative(text: str) -> float:
@@ -155,24 +184,56 @@ def run(args: argparse.Namespace) -> int:
                                  "(no configuration of its release has one, and it has no quality model)")
             scenario = replace(scenario, min_quality=args.min_quality)
         hw = get_hardware(args.hardware)
+        if args.users is not None or args.rate is not None:
+            scenario = replace(scenario, concurrency=args.users, request_rate_per_s=args.rate)
+        measured = _measured(args, scenario, hw.key)
         costs = resolve_costs(hw.key, hw.is_gpu, currency=args.currency, electricity_per_kwh=args.price,
                               gpu_hour=args.gpu_hour_price, region=args.region, carbon_g_per_kwh=args.carbon)
         rec = recommend(predictor, hw.key, scenario, costs=costs, quality_sources=args.quality_source,
-                        best_by=args.best_by)
+                        best_by=args.best_by, candidates=_unmeasured(predictor, hw.is_gpu, measured))
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({**_document(rec, predictor.release_tag, args), "predictor_shipped": shipped}, default=str))
+        print(json.dumps({**_document(rec, predictor.release_tag, args), "predictor_shipped": shipped,
+                          "measured_curves": [a.to_dict() for a in measured],
+                          "answer_source": "measured curves" if any(a.meets_slo for a in measured) else "predictor"},
+                         default=str))
     else:
         if shipped:
             print(f"(no predictor in {model_dir}: using the one shipped with the package, trained on the H200 "
                   "configurations recorded in this repository; `wattcounts train RELEASE_DIR` for your own release)")
+        if measured:
+            from wattcounts_pipeline.model.curves import describe_answers
+
+            print("\n".join(describe_answers(measured, _describe(scenario).split("; ")[0])))
+            print("\nFrom the predictor (setups without a measured curve):")
         _print(rec, predictor, args)
-    if rec.best is None:
+    if rec.best is None and not any(a.meets_slo for a in measured):
         print(f"error: {rec.unmet_needs()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _measured(args: argparse.Namespace, scenario: Scenario, hardware_key: str) -> list[CurveAnswer]:
+    """The measured load curves' answers for the scenario at its load (model/curves.py), best first."""
+    from wattcounts_pipeline.model.curves import measured_answers
+
+    return measured_answers(args.curves, scenario.name, hardware_key, scenario.concurrency,
+                            scenario.request_rate_per_s, scenario.ttft_slo_s, scenario.tpot_slo_s)
+
+
+def _unmeasured(predictor: Predictor, on_gpu: bool, measured: list[CurveAnswer]) -> list[Candidate] | None:
+    """The predictor's candidates less the setups a measured curve answered (None: all of them)."""
+    from wattcounts_pipeline.model.curves import measured_setups
+    from wattcounts_pipeline.model.recommendation import default_candidates
+
+    if not measured:
+        return None
+    done = measured_setups(measured)
+    left = [c for c in default_candidates(predictor, on_gpu) if (c.architecture, c.quantization.upper(), c.framework)
+            not in done]
+    return left or None
 
 
 def _has_quality(predictor: Predictor, sources: tuple[str, ...]) -> bool:
