@@ -201,8 +201,9 @@ def _quality_columns(out: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
 
 def _quality_for(run: pd.Series, quality: pd.DataFrame) -> dict[str, object]:
     """Measured quality of the same model + quantization + framework on real weights wins; otherwise the published
-    bf16 score (bf16 weights) or the derived one (other formats). Random weights never get a measured score: they
-    are credited with what the real weights of their architecture score in that format, and say so."""
+    bf16 score (bf16 weights; the derived stand-in where no authors' score exists) or the derived one (other
+    formats). Random weights never get a measured score: they are credited with what the real weights of their
+    architecture score in that format, and say so."""
     same = (quality["model"] == run["model"]) & (quality["quantization"] == run["quantization"])
     if run["weights"] == "real":
         measured = quality[same & (quality["framework"] == run["framework"]) & (quality["source"] == "measured")]
@@ -211,6 +212,10 @@ def _quality_for(run: pd.Series, quality: pd.DataFrame) -> dict[str, object]:
     if run["quantization"] in BF16_LABELS:
         rows = quality[(quality["model"] == run["model"]) & (quality["source"] == "published")]
         source = "published"
+        if rows.empty:  # no authors' score: another lab's, a derived stand-in (quality/derive.py)
+            rows = quality[(quality["model"] == run["model"]) & quality["quantization"].isin(BF16_LABELS)
+                           & (quality["source"] == "derived")]
+            source = "derived"
     else:
         rows = quality[same & (quality["framework"] == run["framework"]) & (quality["source"] == "derived")]
         source = "derived"

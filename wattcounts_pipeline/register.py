@@ -8,6 +8,7 @@ handler, so other subcommands start without it.
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Register every spec of the experiment files ($WATTCOUNTS_EXPERIMENTS, ':'-separated; "
                     "default every experiments/*.yaml in the default set) as a dynamic partition, so the UI's "
                     "Materialize all sees them.")
+    parser.add_argument("--json", action="store_true", help="print the new partitions as one JSON document")
     parser.set_defaults(func=_run)
 
 
@@ -26,5 +28,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with dg.DagsterInstance.get() as instance:
         new = register_experiments(instance, ExperimentsResource())
-    print(f"registered {len(new)} new experiment partition(s)" + "".join(f"\n  {k}" for k in new))
+    if args.json:
+        print(json.dumps({"ok": True, "registered": list(new)}))
+    else:
+        print(f"registered {len(new)} new experiment partition(s)" + "".join(f"\n  {k}" for k in new))
     return 0

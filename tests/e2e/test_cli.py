@@ -26,7 +26,7 @@ def _run_blocked(code: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_subcommand_without_heavy_imports():
     proc = _run_blocked("from wattcounts_pipeline.cli import main\nmain(['--help'])")
     assert proc.returncode == 0, proc.stderr
-    for command in ("register", "sweep", "pack", "submit", "train", "recommend"):
+    for command in ("register", "measure", "sweep", "pack", "submit", "bundle", "train", "recommend"):
         assert command in proc.stdout
 
 
@@ -53,3 +53,25 @@ def test_unknown_subcommand_is_refused(capsys):
         main(["no-such-command"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_version_and_json_on_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("wattcounts 0.")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    from wattcounts_pipeline.cli import SUBCOMMAND_MODULES
+
+    for module in SUBCOMMAND_MODULES:
+        __import__(module, fromlist=["register"]).register(subparsers)
+    for name, sub in subparsers.choices.items():
+        assert "--json" in sub._option_string_actions, f"{name} has no --json"
+
+
+def test_bad_input_exits_2_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", "--model", "gemma3-270m", "--repetitions", "three"])
+    assert exc.value.code == 2 and "--repetitions" in capsys.readouterr().err

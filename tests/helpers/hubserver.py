@@ -1,7 +1,10 @@
 """A small Hugging Face Hub stand-in for tests: the write side of the Hub API, stored in real git repositories.
 
 It speaks the subset `huggingface_hub.HfApi` uses for `create_repo`, `create_commit` (validate-yaml, preupload,
-commit with regular base64 files and deletions), `create_tag`, `list_repo_refs` and `list_repo_tree`. Repositories
+commit with regular base64 files and deletions; with `create_pr=True` the commit opens a pull request on
+`refs/pr/<n>`), `create_tag`, `list_repo_refs` (pull requests included), `list_repo_tree`, `merge_pull_request`
+(a real git merge into main, refused on conflict), `get_discussion_details` and `hf_hub_download` (resolve,
+HEAD and GET). Repositories
 are bare git repositories at `<root>/datasets/<org>/<name>`, the layout olah serves, so what is published here
 can be read back through olah with `datasets.load_dataset`. Standard library only; binds 127.0.0.1.
 
@@ -29,8 +32,10 @@ logger = logging.getLogger(__name__)
 
 IDENTITY = {"GIT_AUTHOR_NAME": "hub", "GIT_AUTHOR_EMAIL": "hub@localhost", "GIT_COMMITTER_NAME": "hub",
             "GIT_COMMITTER_EMAIL": "hub@localhost", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-REPO_API = re.compile(r"^/api/datasets/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)/(?P<action>refs|preupload|commit|tag|tree)"
-                      r"(?:/(?P<rest>.*))?$")
+REPO_API = re.compile(r"^/api/datasets/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)/(?P<action>refs|preupload|commit|tag|tree"
+                      r"|discussions)(?:/(?P<rest>.*))?$")
+RESOLVE = re.compile(r"^/datasets/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")
+DISCUSSIONS = "hub-discussions.json"  # pull requests of a repository, kept beside its git data
 
 
 class HubError(Exception):
@@ -112,13 +117,14 @@ class HubServer:
                   for i, c in enumerate(meta.get("configs", [])) if not {"config_name", "data_files"} <= set(c)]
         return (400, {"errors": errors}) if errors else (200, {"warnings": []})
 
-    def refs(self, repo: Path) -> dict:
-        out: dict[str, list] = {"branches": [], "tags": [], "converts": []}
+    def refs(self, repo: Path, pull_requests: bool = False) -> dict:
+        out: dict[str, list] = {"branches": [], "tags": [], "converts": [], **({"pullRequests": []} if pull_requests
+                                                                                else {})}
         listing = self.git(repo, "for-each-ref", "--format=%(refname) %(objectname) %(*objectname)")
         for line in filter(None, listing.splitlines()):
             ref, obj, peeled = [*line.split(" "), ""][:3]
             group, _, name = ref.removeprefix("refs/").partition("/")
-            key = {"heads": "branches", "tags": "tags"}.get(group)
+            key = {"heads": "branches", "tags": "tags", **({"pr": "pullRequests"} if pull_requests else {})}.get(group)
             if key:
                 out[key].append({"name": name, "ref": ref, "targetCommit": peeled or obj})
         return out
@@ -148,11 +154,13 @@ class HubServer:
                          "size": 0 if size == "-" else int(size), "path": path}
         return out
 
-    def commit(self, repo: Path, revision: str, header: dict[str, Any], operations: list[dict]) -> str:
-        """Apply one NDJSON commit payload to branch `revision` atomically (compare-and-swap on the branch)."""
+    def commit(self, repo: Path, revision: str, header: dict[str, Any], operations: list[dict],
+               ref: str | None = None) -> str:
+        """Apply one NDJSON commit payload to branch `revision` (or to `ref`, e.g. a pull request's) atomically
+        (compare-and-swap on the ref)."""
         with self.lock, tempfile.TemporaryDirectory() as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": tmp}  # empty tree: index-only edits
-            ref = f"refs/heads/{revision}"
+            ref = ref or (revision if revision.startswith("refs/") else f"refs/heads/{revision}")
             head = self.git(repo, "rev-parse", "--verify", "--quiet", ref) if self.has_ref(repo, ref) else ""
             if header.get("parentCommit") and header["parentCommit"] != head:
                 raise HubError(412, f"parent commit {header['parentCommit']} is not the head of {revision}")
@@ -178,6 +186,67 @@ class HubServer:
             self.git(repo, "update-ref", ref, commit, head or "0" * 40)
             return commit
 
+    # ------------------------------------------------------------ pull requests
+
+    def discussions(self, repo: Path) -> list[dict[str, Any]]:
+        path = repo / DISCUSSIONS
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def save_discussions(self, repo: Path, items: list[dict[str, Any]]) -> None:
+        (repo / DISCUSSIONS).write_text(json.dumps(items))
+
+    def open_pr(self, repo: Path, revision: str, header: dict[str, Any], operations: list[dict]) -> int:
+        """A commit with create_pr: a new refs/pr/<n> from `revision`'s head, the commit on it, the PR recorded."""
+        base = self.commit_of(repo, revision)
+        with self.lock:
+            items = self.discussions(repo)
+            num = len(items) + 1
+            self.git(repo, "update-ref", f"refs/pr/{num}", base, "0" * 40)
+            items.append({"num": num, "title": header.get("summary", ""), "description": header.get("description", ""),
+                          "status": "open", "isPullRequest": True, "target": revision})
+            self.save_discussions(repo, items)
+        self.commit(repo, revision, {k: v for k, v in header.items() if k != "parentCommit"}, operations,
+                    ref=f"refs/pr/{num}")
+        return num
+
+    def discussion(self, repo: Path, num: int) -> dict[str, Any]:
+        items = self.discussions(repo)
+        if not 1 <= num <= len(items):
+            raise HubError(404, f"Discussion {num} not found", "DiscussionNotFound")
+        return items[num - 1]
+
+    def merge(self, repo: Path, num: int) -> None:
+        """Merge refs/pr/<num> into its target branch with a real three-way merge; a conflict is refused (409)."""
+        with self.lock:
+            items = self.discussions(repo)
+            item = self.discussion(repo, num)
+            if item["status"] != "open":
+                raise HubError(400, f"Pull request {num} is {item['status']}, not open")
+            target = f"refs/heads/{item['target']}"
+            head, pr = self.git(repo, "rev-parse", target), self.git(repo, "rev-parse", f"refs/pr/{num}")
+            done = subprocess.run(["git", "--git-dir", str(repo), "merge-tree", "--write-tree", head, pr],
+                                  capture_output=True, timeout=60, env={**os.environ, **IDENTITY}, check=False)
+            if done.returncode != 0:
+                raise HubError(409, f"Pull request {num} does not merge cleanly: {done.stdout.decode().strip()}")
+            tree = done.stdout.decode().split()[0]
+            commit = self.git(repo, "commit-tree", tree, "-p", head, "-p", pr, "-m",
+                              f"Merge pull request #{num}: {item['title']}")
+            self.git(repo, "update-ref", target, commit, head)
+            item["status"], item["merge_commit"] = "merged", commit
+            items[num - 1] = item
+            self.save_discussions(repo, items)
+
+    def resolve(self, org: str, name: str, revision: str, path: str) -> tuple[bytes, dict[str, str]]:
+        """A file's bytes at a revision, with the headers hf_hub_download reads (commit, etag, size)."""
+        repo = self.repo(org, name)
+        commit = self.commit_of(repo, revision)
+        entry = self.blobs(repo, commit, recursive=True).get(path)
+        if entry is None or entry["type"] != "file":
+            raise HubError(404, f"{path} not found at {revision}", "EntryNotFound")
+        data = subprocess.run(["git", "--git-dir", str(repo), "cat-file", "blob", entry["oid"]], capture_output=True,
+                              timeout=60, env={**os.environ, **IDENTITY}, check=True).stdout
+        return data, {"X-Repo-Commit": commit, "ETag": f'"{entry["oid"]}"', "Content-Type": "application/octet-stream"}
+
     def has_ref(self, repo: Path, ref: str) -> bool:
         return subprocess.run(["git", "--git-dir", str(repo), "show-ref", "--verify", "--quiet", ref],
                               env={**os.environ, **IDENTITY}, timeout=30, check=False).returncode == 0
@@ -189,6 +258,18 @@ class HubServer:
                 raise HubError(409, f"Tag {body['tag']} already exists")
             self.git(repo, "tag", "-a", body["tag"], commit, "-m", body.get("message") or body["tag"])
         return {}
+
+
+def _discussion_details(item: dict[str, Any], url: str, org: str, name: str, repo: Path, hub: HubServer) -> dict:
+    """A pull request as get_discussion_details reads it (its events left empty)."""
+    ref = f"refs/pr/{item['num']}"
+    return {"num": item["num"], "title": item["title"], "status": item["status"], "isPullRequest": True,
+            "createdAt": "2026-01-01T00:00:00.000Z", "author": {"name": "contributor", "type": "user"},
+            "repo": {"name": f"{org}/{name}", "type": "dataset"}, "pinned": False, "events": [],
+            "filesWithConflicts": [], "changes": {"base": f"refs/heads/{item['target']}",
+                                                  **({"mergeCommitId": item["merge_commit"]}
+                                                     if item.get("merge_commit") else {})},
+            "diff": "", "endpoint": url, "headSha": hub.commit_of(repo, ref) if hub.has_ref(repo, ref) else None}
 
 
 def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
@@ -204,6 +285,9 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self.dispatch("POST")
 
+        def do_HEAD(self) -> None:
+            self.dispatch("HEAD")
+
         def dispatch(self, method: str) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query)
@@ -212,6 +296,17 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 if self.headers.get("Authorization") != f"Bearer {hub.token}":
                     raise HubError(401, f"Invalid credentials in Authorization header "
                                         f"{self.headers.get('Authorization')!r}")
+                resolve = RESOLVE.match(url.path)
+                if resolve and method in ("GET", "HEAD"):
+                    data, headers = hub.resolve(resolve["org"], resolve["name"], unquote(resolve["revision"]),
+                                                unquote(resolve["path"]))
+                    self.send_response(200)
+                    for key, value in {**headers, "Content-Length": str(len(data))}.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    if method == "GET":
+                        self.wfile.write(data)
+                    return
                 status, payload = self.route(method, url.path, query, raw)
             except HubError as exc:
                 status, payload = exc.status, {"error": str(exc)}
@@ -228,12 +323,24 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if not match:
                 raise HubError(404, f"no route {method} {path}")
             repo = hub.repo(match["org"], match["name"])
-            action, rest = match["action"], unquote(match["rest"] or "")
+            action, raw_rest = match["action"], match["rest"] or ""
+            rest = unquote(raw_rest)  # a revision such as refs%2Fpr%2F1 arrives quoted: split before unquoting
             if method == "GET" and action == "refs":
-                return 200, hub.refs(repo)
+                return 200, hub.refs(repo, pull_requests=query.get("include_prs", ["0"])[0] in ("1", "true", "True"))
             if method == "GET" and action == "tree":
-                revision, _, sub = rest.partition("/")
-                return 200, hub.tree(repo, revision, sub, query.get("recursive", ["False"])[0].lower() == "true")
+                revision, _, sub = raw_rest.partition("/")
+                return 200, hub.tree(repo, unquote(revision), unquote(sub),
+                                     query.get("recursive", ["False"])[0].lower() == "true")
+            if action == "discussions":
+                num_text, _, verb = rest.partition("/")
+                if not num_text.isdigit():
+                    raise HubError(404, f"no route {method} {path}")
+                if method == "POST" and verb == "merge":
+                    hub.merge(repo, int(num_text))
+                    return 200, {}
+                if method == "GET" and not verb:
+                    item = hub.discussion(repo, int(num_text))
+                    return 200, _discussion_details(item, hub.url, match["org"], match["name"], repo, hub)
             if method == "POST" and action == "preupload":
                 return 200, hub.preupload(repo, rest, json.loads(raw))
             if method == "POST" and action == "tag":
@@ -241,9 +348,15 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if method == "POST" and action == "commit":
                 lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
                 header = next(item["value"] for item in lines if item["key"] == "header")
-                commit = hub.commit(repo, rest, header, [item for item in lines if item["key"] != "header"])
-                return 200, {"commitUrl": f"{hub.url}/datasets/{match['org']}/{match['name']}/commit/{commit}",
-                             "commitOid": commit, "pullRequestUrl": None}
+                operations = [item for item in lines if item["key"] != "header"]
+                base_url = f"{hub.url}/datasets/{match['org']}/{match['name']}"
+                if query.get("create_pr", ["0"])[0] in ("1", "true", "True"):
+                    num = hub.open_pr(repo, rest, header, operations)
+                    commit = hub.commit_of(repo, f"refs/pr/{num}")
+                    return 200, {"commitUrl": f"{base_url}/commit/{commit}", "commitOid": commit,
+                                 "pullRequestUrl": f"{base_url}/discussions/{num}"}
+                commit = hub.commit(repo, rest, header, operations)
+                return 200, {"commitUrl": f"{base_url}/commit/{commit}", "commitOid": commit, "pullRequestUrl": None}
             raise HubError(404, f"no route {method} {path}")
 
         def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:

@@ -71,8 +71,10 @@ def test_meters_and_backends_stay_apart(part, other):
 def test_only_measure_joins_meters_and_backends():
     """Orchestration (a spec's idle, warm-up and windows around an engine) lives in the library parts that measure:
     `measure` (batch windows) and `serving` (load sweeps around a server); the asset layer only wires a meter
-    resource and resolves model paths for lm-eval."""
-    assert {part for part, edges in GRAPH.items() if {"meters", "backends"} <= edges} <= {"measure", "serving", "defs"}
+    resource and resolves model paths for lm-eval. `contribute` (`wattcounts measure`) is measure's front end for one
+    configuration from flags; it sits above measure because it also joins submissions and the model catalog."""
+    assert {part for part, edges in GRAPH.items() if {"meters", "backends"} <= edges} <= {"measure", "serving", "defs",
+                                                                                           "contribute"}
 
 
 def test_only_entry_points_import_defs():

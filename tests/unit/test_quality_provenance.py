@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.helpers.rows import run_row
 from wattcounts_pipeline import paths
@@ -57,6 +59,9 @@ def test_release_quality_validates_and_derived_rows_say_how() -> None:
     result = validate_table("quality", quality)
     assert result.ok, result.failures
     derived = quality[quality["source"] == "derived"]
+    stand_in = derived["quantization"] == "BF16"  # bf16 of architectures with no authors' score, always in the release
+    assert set(derived.loc[stand_in, "model"]) == {"mistral-7b-v0.3", "mixtral-8x7b"}
+    derived = derived[~stand_in]
     assert set(derived["quantization"]) == {"Q4_K_M", "FP8"}  # bf16 needs no derivation: it is the published row
     assert derived["recipe"].str.contains("retention").all() and derived["citation"].str.contains(" | ").all()
     assert (derived["value_ci95_low"] < derived["value"]).all() and (derived["value"] < derived["value_ci95_high"]).all()
@@ -113,3 +118,83 @@ def test_real_weights_at_two_batch_sizes_give_one_set_of_quality_keys() -> None:
     configs = aggregate(runs, requests, quality)
     assert configs["quality_source"].tolist() == ["measured", "measured"]
     assert configs["quality_acc_mean"].tolist() == pytest.approx([0.4, 0.4])
+
+
+def _width(row: dict) -> float:
+    return row["value_ci95_high"] - row["value_ci95_low"]
+
+
+def test_stand_in_widening_is_the_largest_gap_its_checks_show() -> None:
+    """The lab and version terms are computed from the YAML's checks, not typed in: recompute them here."""
+    doc = yaml.safe_load((derive.REFERENCE_DIR / "published_scores.yaml").read_text(encoding="utf-8"))
+    sources = set(doc["sources"])
+    for kind in ("lab", "version"):
+        checks = doc[f"{kind}_checks"]
+        assert {c["source_a"] for c in checks} | {c["source_b"] for c in checks} <= sources
+        for task in ("mmlu", "arc_challenge", "hellaswag"):
+            gaps = [abs(c["value_a"] - c["value_b"]) / min(c["value_a"], c["value_b"]) for c in checks
+                    if c["task"] == task]
+            assert derive.widening(kind)[task] == pytest.approx(max(gaps))
+    assert derive.widening("lab")["arc_challenge"] > 0.3  # Meta's and Qwen's ARC-C of one Llama 3 differ that much
+    stand = {(b.row["model"], b.row["task"]): b for b in derive.stand_ins()}
+    assert {m for m, _ in stand} == {"mistral-7b-v0.3", "mixtral-8x7b"}
+    assert not {m for m, _ in stand} & set(derive.published_scores()["model"])  # authors' scores win
+    mistral, mixtral = stand["mistral-7b-v0.3", "mmlu"], stand["mixtral-8x7b", "mmlu"]
+    assert set(mistral.terms) == {"scored by Qwen Team, not the authors", "checkpoint version not stated"}
+    assert set(mixtral.terms) == {"scored by Qwen Team, not the authors"}  # one base Mixtral exists: version known
+    for base in stand.values():
+        row = derive.stand_in_row(base)
+        assert row["source"] == "derived" and row["stderr"] is None and "Qwen" in row["citation"]
+        assert "scored by Qwen Team" in row["recipe"] and "published" not in row["recipe"]
+        relative = math.sqrt(sum(t * t for t in base.terms.values()))
+        assert _width(row) >= 2 * row["value"] * relative * 0.999 or row["value_ci95_high"] == 1.0
+    rel = {k: _width(derive.stand_in_row(b)) / b.row["value"] for k, b in stand.items()}
+    assert rel["mistral-7b-v0.3", "mmlu"] > rel["mixtral-8x7b", "mmlu"]  # the unstated version widens it
+
+
+def test_an_architecture_without_authors_scores_gets_derived_quality_in_every_format() -> None:
+    runs, requests = _runs(("mistral-7b-v0.3", "BF16", "transformers", "random", 1),
+                           ("mistral-7b-v0.3", "Q4_K_M", "llamacpp", "random", 1),
+                           ("mistral-7b-v0.3", "IQ4_XS", "llamacpp-server", "random", 8),
+                           ("mixtral-8x7b", "BF16", "transformers", "random", 1),
+                           ("mistral-7b-v0.3", "bnb-nf4", "transformers", "random", 1))
+    quality = release_quality(load_contract("quality").empty_frame(), runs)
+    assert validate_table("quality", quality).ok
+    configs = aggregate(runs, requests, quality).set_index("configuration_id")
+    assert validate_table("configurations", configs.reset_index()).ok
+    covered = configs.drop(index="mistral-7b-v0.3-bnb-nf4-transformers-random-b1")
+    assert (covered["quality_source"] == "derived").all()  # never published, never measured
+    assert (covered["quality_tasks"] == "arc_challenge,hellaswag,mmlu").all()
+    assert pd.isna(configs.loc["mistral-7b-v0.3-bnb-nf4-transformers-random-b1", "quality_acc_mean"])  # no NF4 study
+    q4 = quality[(quality["model"] == "mistral-7b-v0.3") & (quality["quantization"] == "Q4_K_M")]
+    assert q4["recipe"].str.contains("stand-in scored by Qwen Team").all()
+    assert q4["recipe"].str.contains("checkpoint version not stated").all()  # the stand-in's terms carry on
+    bf16 = configs.loc["mistral-7b-v0.3-BF16-transformers-random-b1"]
+    q4c = configs.loc["mistral-7b-v0.3-Q4_K_M-llamacpp-random-b1"]
+    assert q4c["quality_acc_mean"] < bf16["quality_acc_mean"]
+    assert (q4c["quality_acc_ci95_high"] - q4c["quality_acc_ci95_low"]) > (bf16["quality_acc_ci95_high"]
+                                                                          - bf16["quality_acc_ci95_low"])
+
+
+def test_iq4_xs_without_an_imatrix_widens_for_the_imatrix_study() -> None:
+    iq4 = derive.retention_for("IQ4_XS", "qwen2.5-7b")
+    assert iq4 is not None and iq4.imatrix_gap > 0
+    q4ks = derive.retention_for("Q4_K_S", "qwen2.5-7b")
+    assert q4ks is not None and iq4.retention < 1 - 0.00668  # the listed imatrix loss, made worse, never flattered
+    score = derive.published_scores().iloc[0].to_dict()
+    row = derive.derive_row(score, "IQ4_XS", "llamacpp", iq4)
+    no_gap = derive.derive_row(score, "IQ4_XS", "llamacpp", dataclasses.replace(iq4, imatrix_gap=0.0))
+    assert "studied with an importance matrix, quantized here without" in row["recipe"]
+    assert _width(row) > _width(no_gap) and row["value"] == no_gap["value"]
+
+
+def test_a_measured_label_on_a_derived_row_is_refused() -> None:
+    runs, _ = _runs(("llama-3.1-8b", "Q4_K_M", "llamacpp", "random", 1))
+    quality = release_quality(load_contract("quality").empty_frame(), runs)
+    derived = quality[(quality["source"] == "derived") & (quality["model"] == "llama-3.1-8b")]
+    forged = derived.assign(source="measured", lm_eval_version="0.4.9", evaluated_at="2026-12-05T00:00:00+00:00",
+                            stderr=0.01)
+    failures = validate_table("quality", forged).failures
+    assert "absent for measured rows (a recipe means derived)" in set(failures["check"])
+    assert (quality.loc[quality["source"] != "derived", "recipe"].isna()).all()
+    assert (quality.loc[quality["source"] == "derived", "recipe"].notna()).all()

@@ -81,6 +81,7 @@ def quality_plausibility(frame: pd.DataFrame) -> list[tuple[pd.Series, str, str]
     measured = frame["source"] == "measured"
     rules = [(measured & frame["lm_eval_version"].isna(), "lm_eval_version", "present for measured rows"),
              (measured & frame["framework"].isna(), "framework", "present for measured rows"),
+             (measured & frame["recipe"].notna(), "recipe", "absent for measured rows (a recipe means derived)"),
              (~measured & frame["citation"].isna(), "citation", "present for published and derived rows"),
              ((frame["source"] == "derived") & frame["recipe"].isna(), "recipe", "present for derived rows")]
     low, high = frame["value_ci95_low"], frame["value_ci95_high"]

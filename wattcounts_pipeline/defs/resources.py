@@ -108,7 +108,8 @@ def _load_specs(stamps: tuple[tuple[str, int, int], ...]) -> dict[str, Experimen
 
 
 class MeterResource(dg.ConfigurableResource):
-    """Which energy meter to use: 'auto' picks NVML, then RAPL, then the labelled CPU estimate."""
+    """Which energy meter to use: 'auto' picks NVML, then Zeus (AMD, Apple Silicon, Jetson), then RAPL, then the
+    labelled CPU estimate; or one by name (nvml, zeus, rapl, estimate, replay:<trace>)."""
 
     prefer: str = "auto"
 

@@ -1,4 +1,8 @@
-"""Community submissions: one partition per bundle dropped in the inbox, validated like our own rows."""
+"""Community submissions: one partition per bundle dropped in the inbox, validated like our own rows; with
+$WATTCOUNTS_SUBMISSIONS_REPO set, bundles merged into that Hub dataset repository (pull requests opened by
+`wattcounts submit --to-hub`) are copied into the inbox first and ingested the same way."""
+
+import os
 
 import dagster as dg
 import pandas as pd
@@ -53,9 +57,28 @@ def _ingest(key: str) -> IngestResult:
     raise dg.Failure(f"bundle {key} is no longer in the inbox {inbox()} (state: {state})")
 
 
+def pull_from_hub(context: dg.SensorEvaluationContext) -> None:
+    """Copy bundles merged on the Hub into the inbox ($WATTCOUNTS_SUBMISSIONS_REPO, token HF_TOKEN, endpoint
+    HF_ENDPOINT); a Hub error is logged (token redacted) and the local inbox is still served."""
+    from wattcounts_pipeline.submissions.hub import REPO_ENV, pull_merged
+
+    repo_id = os.environ.get(REPO_ENV)
+    if not repo_id:
+        return
+    try:
+        pulled = pull_merged(repo_id, paths.subdir("submissions", "inbox"), paths.subdir("submissions"))
+    except SubmissionError as exc:
+        context.log.warning(f"merged bundles from {repo_id} not fetched: {exc}")
+        return
+    if pulled:
+        context.log.info(f"{len(pulled)} merged bundle(s) from {repo_id} placed in the inbox")
+
+
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def submissions_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """Adds a partition and requests an ingestion run for each new bundle in the inbox."""
+    """Adds a partition and requests an ingestion run for each new bundle in the inbox (after copying in the
+    bundles merged into the Hub dataset repository $WATTCOUNTS_SUBMISSIONS_REPO, when set)."""
+    pull_from_hub(context)
     known = set(context.instance.get_dynamic_partitions(SUBMISSION_PARTITIONS))
     new = sorted({bundle_id(p) for p in list_inbox(paths.subdir("submissions", "inbox"))} - known)
     return dg.SensorResult(

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--cold-idle-s", type=float, default=0.0,
                        help="first measure the idle floor this long, before any model (or CUDA context) loads")
     sweep.add_argument("--log-prefix", default="", help=argparse.SUPPRESS)
+    sweep.add_argument("--json", action="store_true", help="print only one JSON document (the counts) on stdout")
     sweep.set_defaults(func=_sweep)
 
     pack = subparsers.add_parser(
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "before the JSONL is removed (lossless).")
     pack.add_argument("folders", nargs="+", type=Path, help="finished sweep folders (no sweep writing to them)")
     pack.add_argument("--level", type=int, default=19, help="zstd compression level")
+    pack.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     pack.set_defaults(func=_pack)
 
 
@@ -53,3 +55,4 @@ def _pack(args: argparse.Namespace) -> int:
     from wattcounts_pipeline.measure.sweep import pack_command
 
     return pack_command(args)
+

@@ -11,7 +11,9 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from importlib import metadata
 from typing import Any
 
@@ -41,9 +43,33 @@ class Measurement:
     traces: pd.DataFrame  # power samples of every measured window (empty without a sampler)
 
 
+@dataclass(frozen=True)
+class Step:
+    """Where `measure_spec` is, for a progress display: the phase (load, warmup, cooldown, idle, window, prefill,
+    repetition_done), the repetition (1-based; 0 outside them), requests finished in the current window, and the
+    finished run row after each repetition."""
+
+    phase: str
+    repetition: int = 0
+    repetitions: int = 0
+    requests: int = 0
+    row: dict[str, Any] | None = None
+
+
+ProgressFn = Callable[[Step], None]
+
+
+def _quiet(step: Step) -> None:
+    """The default progress hook: measure without telling anyone."""
+
+
+def _tell(progress: ProgressFn, step: Step, requests: int) -> None:
+    progress(replace(step, requests=requests))
+
+
 def _software() -> dict[str, str]:
     versions = {"python": platform.python_version(), "wattcounts": __version__}
-    for dist in ("torch", "transformers", "llama_cpp_python", "vllm", "nvidia-ml-py", "lm_eval"):
+    for dist in ("torch", "transformers", "llama_cpp_python", "vllm", "nvidia-ml-py", "lm_eval", "zeus"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -58,16 +84,18 @@ def _hardware_id(info: dict[str, Any]) -> str:
 
 
 def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts",
-                 cold_idle_power_w: float | None = None) -> Measurement:
+                 cold_idle_power_w: float | None = None, progress: ProgressFn = _quiet) -> Measurement:
     """Run `spec` under `meter`. Raises BackendError (naming the path) when the model cannot run.
     `cold_idle_power_w`: the machine's draw before any CUDA context existed (see `sweep --cold-idle-s`); rows
-    then carry net energy against that floor too, beside the hot idle measured here after warm-up."""
+    then carry net energy against that floor too, beside the hot idle measured here after warm-up.
+    `progress` is told each step (`wattcounts measure` draws its progress display from it)."""
     check_hardware(spec, meter.describe())
+    progress(Step("load"))
     model_path, provenance = resolve_spec_model(spec)
     backend: InferenceBackend = backend_for(spec)(spec, model_path)
     backend.load()
     try:
-        return _measure_loaded(spec, backend, meter, source, provenance, cold_idle_power_w)
+        return _measure_loaded(spec, backend, meter, source, provenance, cold_idle_power_w, progress)
     finally:
         backend.close()
 
@@ -83,15 +111,19 @@ def check_hardware(spec: ExperimentSpec, device_info: dict[str, Any]) -> None:
 
 
 def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, source: str,
-                    provenance: dict[str, str], cold_idle_power_w: float | None) -> Measurement:
+                    provenance: dict[str, str], cold_idle_power_w: float | None,
+                    progress: ProgressFn = _quiet) -> Measurement:
     prompts = build_prompts(spec.workload, backend.tokenize, backend.bos_token_ids)
     batch = spec.workload.batch_size
     baseline_temps_c = meter.temperatures_c()
     if spec.warmup_requests:  # also where compiled paths compile: kept out of every measured window
         logger.info("%s: warm-up (%d batches, excluded)", spec.key, spec.warmup_requests)
+        progress(Step("warmup"))
         backend.generate(prompts[: spec.warmup_requests * batch], batch)
     if baseline_temps_c:
+        progress(Step("cooldown"))
         cool_down(meter, baseline_temps_c)
+    progress(Step("idle"))
     idle_power_w = sum(measure_idle(meter, spec.idle_s).values())
     software = _software()
     info = backend.info()
@@ -102,14 +134,18 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
     for rep in range(spec.repetitions):
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         key = f"{spec.key}/r{rep}"
-        reading, results = _window(spec, backend, meter, key, prompts)
+        step = Step("window", rep + 1, spec.repetitions)
+        progress(step)
+        reading, results = _window(spec, backend, meter, key, prompts, partial(_tell, progress, step))
         logger.info("%s: %.2f s, %.1f J (%s), %.1f tok/s", key, reading.duration_s, reading.total_energy_j,
                     reading.method, sum(r.output_tokens for r in results) / reading.duration_s)
         row = _run_row(spec, rep, reading, results, idle_power_w, info, software, started_at, source)
         row.update(_cold_net(row, cold_idle_power_w))
         if spec.prefill_split:
+            progress(Step("prefill", rep + 1, spec.repetitions))
             row.update(_prefill_split(spec, backend, meter, key, prompts, row))
         run_rows.append(row)
+        progress(Step("repetition_done", rep + 1, spec.repetitions, len(results), row))
         shares = attribute_energy([(r.start_s, r.start_s + r.e2e_s) for r in results], reading.mean_power_w,
                                   window_s=(0.0, reading.duration_s)).per_request_j
         for i, (r, energy_j) in enumerate(zip(results, shares)):
@@ -124,8 +160,10 @@ def _measure_loaded(spec: ExperimentSpec, backend: InferenceBackend, meter: Ener
 
 
 def _window(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter, key: str,
-            prompts: list[Prompt]) -> tuple[EnergyReading, list[RequestResult]]:
-    """One measured window: the prompts, again and again until it lasts `min_window_s`."""
+            prompts: list[Prompt], done: Callable[[int], None] = lambda n: None
+            ) -> tuple[EnergyReading, list[RequestResult]]:
+    """One measured window: the prompts, again and again until it lasts `min_window_s`; `done` hears the count
+    of finished requests after each pass."""
     meter.begin_window(key, sync=backend.sync)
     t0 = time.perf_counter()
     results: list[RequestResult] = []
@@ -133,6 +171,7 @@ def _window(spec: ExperimentSpec, backend: InferenceBackend, meter: EnergyMeter,
         offset_s = time.perf_counter() - t0
         results += [replace(r, start_s=r.start_s + offset_s)
                     for r in backend.generate(prompts, spec.workload.batch_size)]
+        done(len(results))
     return meter.end_window(key, sync=backend.sync), results
 
 

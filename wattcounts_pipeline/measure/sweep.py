@@ -30,7 +30,7 @@ import pandas as pd
 
 from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, load_experiments
-from wattcounts_pipeline.measure.run import measure_spec
+from wattcounts_pipeline.measure.run import Measurement, measure_spec
 from wattcounts_pipeline.measure.store import done_keys, pack_sweep
 from wattcounts_pipeline.meters.base import EnergyMeter
 from wattcounts_pipeline.meters.protocol import measure_idle
@@ -60,13 +60,23 @@ def claim(claims: Path, key: str) -> bool:
         return True
 
 
+def record_result(out: Path, spec: ExperimentSpec, result: Measurement) -> None:
+    """Append one measured spec's tables to the sweep folder `out`; the runs row goes last, marking it done."""
+    _append(out / "requests.jsonl", result.requests)
+    _append(out / "power_traces.jsonl", result.traces)
+    _append(out / "specs.jsonl", pd.DataFrame([{"configuration_id": spec.key,
+                                                "spec": json.dumps(spec.to_dict(), default=str)}]))
+    _append(out / "runs.jsonl", result.runs)
+
+
 def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = None,
               max_seconds: float | None = None, claims: Path | None = None,
-              recorded: tuple[Path, ...] = (), cold_idle_s: float = 0.0) -> dict[str, int]:
+              recorded: tuple[Path, ...] = (), cold_idle_s: float = 0.0, echo: bool = True) -> dict[str, int]:
     """Measure every spec not yet in `out` or in the `recorded` sweep folders (and, with `claims`, not taken
     by another shard); stop starting new ones after `max_seconds`. Each spec runs on its first `spec.gpus`
     visible GPUs. `cold_idle_s` > 0: the first meter first measures the idle floor for that long, before this
-    process has loaded any model (so before any CUDA context), and that meter's rows carry it."""
+    process has loaded any model (so before any CUDA context), and that meter's rows carry it. `echo` prints one
+    JSON line per measured spec."""
     out.mkdir(parents=True, exist_ok=True)
     done = done_keys(out).union(*(done_keys(folder) for folder in recorded))
     todo = [s for s in specs if s.key not in done]
@@ -104,14 +114,11 @@ def run_sweep(specs: list[ExperimentSpec], out: Path, meter_name: str | None = N
                     "traceback": traceback.format_exc(limit=5), "spec": json.dumps(spec.to_dict(), default=str)}]))
                 logger.error("%s failed: %s", spec.key, exc)
                 continue
-            _append(out / "requests.jsonl", result.requests)
-            _append(out / "power_traces.jsonl", result.traces)
-            _append(out / "specs.jsonl", pd.DataFrame([{"configuration_id": spec.key,
-                                                        "spec": json.dumps(spec.to_dict(), default=str)}]))
-            _append(out / "runs.jsonl", result.runs)  # last: its presence marks the spec done
+            record_result(out, spec, result)
             counts["measured"] += 1
             r = result.runs
-            print(json.dumps({"configuration_id": spec.key, "tokens_per_s": round(float(r["tokens_per_s"].mean()), 2),
+            if echo:
+                print(json.dumps({"configuration_id": spec.key, "tokens_per_s": round(float(r["tokens_per_s"].mean()), 2),
                               "energy_per_token_j": round(float(r["energy_per_token_j"].mean()), 5),
                               "method": r["energy_method"].iloc[0]}), flush=True)
     finally:
@@ -164,21 +171,28 @@ def sweep_command(args: argparse.Namespace) -> int:
         specs = [dataclasses.replace(s, hardware=args.hardware.lower()) for s in specs]
     if args.shards > 1:
         return run_shards(_shard_argv(args), args.shards, specs, args.claims)
+    as_json = getattr(args, "json", False)
     counts = run_sweep(specs, args.out, args.meter, args.max_seconds, args.claims, tuple(args.recorded),
-                       args.cold_idle_s)
-    print(json.dumps(counts), flush=True)
-    if bad_files:
-        return 2
-    return 1 if counts["failed"] and not counts["measured"] else 0  # every spec tried failed: say so
+                       args.cold_idle_s, echo=not as_json)
+    code = 2 if bad_files else 1 if counts["failed"] and not counts["measured"] else 0  # all failed: say so
+    print(json.dumps({"ok": code == 0, "exit_code": code, **counts} if as_json else counts), flush=True)
+    return code
 
 
 def pack_command(args: argparse.Namespace) -> int:
     """`wattcounts pack DIR...`: each folder's JSONL tables to parquet (removed once the parquet reads back equal)."""
     _log_progress()
-    for folder in args.folders:
-        if not folder.is_dir():
-            raise SystemExit(f"{folder}: not a folder")
-        print(json.dumps({"folder": str(folder), "packed": pack_sweep(folder, args.level)}), flush=True)
+    missing = [str(f) for f in args.folders if not f.is_dir()]
+    if missing:
+        print(json.dumps({"ok": False, "exit_code": 2, "error": f"not a folder: {', '.join(missing)}"})
+              if args.json else f"wattcounts pack: error: not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    packed = {str(folder): pack_sweep(folder, args.level) for folder in args.folders}
+    if args.json:
+        print(json.dumps({"ok": True, "packed": packed}), flush=True)
+    else:
+        for folder, tables in packed.items():
+            print(json.dumps({"folder": folder, "packed": tables}), flush=True)
     return 0
 
 

@@ -15,7 +15,8 @@ from typing import Any, Self
 from wattcounts_pipeline.core.errors import MeterError
 
 # Methods, best first. A row's `energy_method` is one of these.
-METHODS = ("nvml_counter", "nvml_power_integration", "rapl", "replay", "estimate")
+METHODS = ("nvml_counter", "nvml_power_integration", "amdsmi_counter", "amdsmi_power_integration", "apple_soc_counter",
+           "jetson_power_integration", "rapl", "replay", "estimate")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,25 @@ class _Edge:
     temperature_c: dict[str, float | None]
 
 
+def counter_problem(key: str, domain: str, c0_j: float | None, c1_j: float | None, window_s: float,
+                    min_counter_window_s: float) -> str:
+    """Why a window's energy-counter difference cannot be the reading ("" when it can): the protocol every
+    counter-and-trace meter (this one, the Zeus meter) applies; the integrated trace stands in and is flagged."""
+    if c0_j is None or c1_j is None:
+        return "no_counter"
+    if c1_j < c0_j:
+        logger.warning("window %r: %s energy counter went backwards (%.3f → %.3f J; driver reloaded?); "
+                       "using integrated power", key, domain, c0_j, c1_j)
+        return "counter_reset"
+    if window_s < min_counter_window_s:
+        return "short_window_integrated"
+    if c1_j == c0_j:
+        logger.warning("window %r: %s energy counter did not move in %.2f s; using integrated power",
+                       key, domain, window_s)
+        return "counter_stalled"
+    return ""
+
+
 class NvmlMeter(EnergyMeter):
     """Energy of the selected GPUs; domains are "gpu:<CUDA ordinal>".
 
@@ -145,21 +164,9 @@ class NvmlMeter(EnergyMeter):
         for domain in self.domains:
             t_s, power_w = self.sampler.power_series(domain, begin.t_s, end.t_s, n_domains=len(self.domains))
             integrated_j[domain] = integrate_energy_j(t_s, power_w, begin.t_s, end.t_s)
+            problem = counter_problem(key, domain, begin.counter_j[domain], end.counter_j[domain],
+                                      end.t_s - begin.t_s, self.min_counter_window_s)
             c0, c1 = begin.counter_j[domain], end.counter_j[domain]
-            if c0 is None or c1 is None:
-                problem = "no_counter"
-            elif c1 < c0:
-                problem = "counter_reset"
-                logger.warning("window %r: %s energy counter went backwards (%.3f → %.3f J; driver reloaded?); "
-                               "using integrated power", key, domain, c0, c1)
-            elif end.t_s - begin.t_s < self.min_counter_window_s:
-                problem = "short_window_integrated"
-            elif c1 == c0:
-                problem = "counter_stalled"
-                logger.warning("window %r: %s energy counter did not move in %.2f s; using integrated power",
-                               key, domain, end.t_s - begin.t_s)
-            else:
-                problem = ""
             energy_j[domain] = integrated_j[domain] if problem else c1 - c0  # type: ignore[operator]
             if problem:
                 flags.append(f"{domain}:{problem}")

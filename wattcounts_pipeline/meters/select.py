@@ -1,6 +1,9 @@
 """Picks the best meter this machine offers, and says why each better one is missing.
 
-Order: NVML (joined by RAPL for CPU/DRAM when that is readable too), then RAPL, then the estimate.
+Order: NVML (joined by RAPL for CPU/DRAM when that is readable too); else Zeus's device layer for the
+accelerators only it reaches (AMD GPUs, Apple Silicon, Jetson; joined by RAPL); then RAPL, then the estimate.
+NVIDIA stays on our NVML meter by default (Zeus reads the same counter, and the clocks, UUIDs and driver a row
+needs come from NVML either way); `zeus` names the Zeus meter for every device, NVIDIA included.
 A silent fall to the estimate would publish guesses as measurements, so every step down is logged.
 """
 
@@ -19,13 +22,17 @@ from wattcounts_pipeline.meters.replay import ReplayMeter
 
 logger = logging.getLogger(__name__)
 
-CHOICES = ("nvml", "rapl", "estimate", "replay:<trace path>")
+CHOICES = ("nvml", "zeus", "rapl", "estimate", "replay:<trace path>")
 
 
 def build_meter(name: str, rapl_root: str | Path = DEFAULT_RAPL_ROOT, gpus: int | None = None) -> EnergyMeter:
     """The meter called `name` (one of CHOICES); raises MeterError saying why it cannot be had."""
     if name == "nvml":
         return NvmlMeter(gpu_count=gpus)
+    if name == "zeus":
+        from wattcounts_pipeline.meters.zeus import ZeusMeter
+
+        return ZeusMeter(gpu_count=gpus)
     if name == "rapl":
         return RaplMeter(rapl_root)
     if name == "estimate":
@@ -48,6 +55,8 @@ def best_meter(prefer: str | None = None, rapl_root: str | Path = DEFAULT_RAPL_R
         gpu = NvmlMeter(gpu_count=gpus)
     except MeterError as exc:
         logger.warning("no GPU energy (NVML unavailable): %s", exc)
+    if gpu is None:
+        gpu = _zeus_accelerator(gpus)
     try:
         cpu = RaplMeter(rapl_root)
     except MeterError as exc:
@@ -59,3 +68,25 @@ def best_meter(prefer: str | None = None, rapl_root: str | Path = DEFAULT_RAPL_R
     logger.warning("neither NVML nor RAPL is readable on this machine: falling back to the CPU-time estimate; "
                    "its rows carry energy_method='estimate'")
     return EstimateMeter()
+
+
+def _zeus_accelerator(gpus: int | None) -> EnergyMeter | None:
+    """A Zeus meter over what only Zeus reaches here (an AMD GPU, Apple Silicon, a Jetson), else None (logged)."""
+    try:
+        from wattcounts_pipeline.meters.zeus import ZeusMeter, discover, zeus_version
+    except ImportError as exc:  # pragma: no cover - zeus is a dependency; a trimmed install may lack it
+        logger.warning("no Zeus device layer (%s): AMD GPUs, Apple Silicon and Jetson cannot be measured", exc)
+        return None
+    if zeus_version() is None:
+        logger.warning("zeus is not installed: AMD GPUs, Apple Silicon and Jetson cannot be measured "
+                       "(pip install zeus==0.16.0)")
+        return None
+    found_gpus, _, soc, missing = discover(cpu=False)
+    if found_gpus is None and soc is None:
+        logger.warning("no accelerator through Zeus either: %s", "; ".join(m for m in missing if "RAPL" not in m))
+        return None
+    try:
+        return ZeusMeter(found_gpus, None, soc, gpu_count=gpus, include_cpu=False, discover_devices=False)
+    except MeterError as exc:
+        logger.warning("Zeus found an accelerator but cannot measure it: %s", exc)
+        return None

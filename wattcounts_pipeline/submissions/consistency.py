@@ -22,9 +22,12 @@ from wattcounts_pipeline.submissions.tables import show
 MAX_GPU_POWER_W = 1500.0  # above any accelerator's board power today
 HOST_POWER_W = 3000.0  # CPUs, DRAM, fans and disks of one server
 REL_TOL = 0.01
-# run columns that must equal what the run's spec says
+# run columns that must equal what the run's spec says; num_requests may be a whole multiple of the spec's (a
+# window repeats a short workload until it lasts min_window_s) and engine_args_json may add keys to the spec's
+# (the engine's resolved defaults, which the pipeline records), as the pipeline's own rows do
 SPEC_COLUMNS = ("experiment", "model", "weights", "quantization", "framework", "dtype", "workload",
                 "workload_kind", "batch_size", "num_requests", "engine_args_json")
+_LOOSE = ("num_requests", "engine_args_json")
 
 
 def consistency_reasons(manifest: Manifest, tables: dict[str, pd.DataFrame], files: dict[str, str]) -> list[str]:
@@ -43,7 +46,8 @@ def _spec_row(spec: ExperimentSpec) -> dict[str, Any]:
     return {"configuration_id": spec.key, "experiment": spec.experiment, "model": spec.model.name,
             "weights": spec.model.weights, "quantization": spec.quantization, "framework": spec.framework,
             "dtype": spec.dtype, "workload": w.name, "workload_kind": w.kind, "batch_size": w.batch_size,
-            "num_requests": w.num_requests, "engine_args_json": _canonical(spec.engine_kwargs)}
+            "num_requests": w.num_requests, "engine_args_json": _canonical(spec.engine_kwargs),
+            "min_window_s": spec.min_window_s}
 
 
 def _canonical(args: Any) -> str:
@@ -66,10 +70,30 @@ def _spec_reasons(manifest: Manifest, runs: pd.DataFrame, runs_file: str) -> lis
     merged = measured.reset_index(names="row").merge(expected, on="configuration_id", suffixes=("", "_spec"))
     for column in SPEC_COLUMNS:
         differs = merged[column].astype(str) != merged[f"{column}_spec"].astype(str)
+        if column in _LOOSE and differs.any():
+            differs &= ~merged.apply(_LOOSE_OK[column], axis=1).astype(bool)
         for rec in merged.loc[differs, ["row", "configuration_id", column, f"{column}_spec"]].itertuples(index=False):
             reasons.append(f"{runs_file}: row {rec[0]}, field {column}: {rec[2]!r} differs from the spec's "
                            f"{rec[3]!r} (configuration {rec[1]})")
     return reasons
+
+
+def _repeated_workload(rec: pd.Series) -> bool:
+    """A window that repeated its workload: a whole multiple of the spec's requests, where the spec has a window."""
+    n, spec_n = int(rec["num_requests"]), int(rec["num_requests_spec"])
+    return bool(rec["min_window_s"]) and n > spec_n and n % spec_n == 0
+
+
+def _engine_defaults_added(rec: pd.Series) -> bool:
+    """Every engine argument the spec sets holds its value in the row (which may add resolved defaults)."""
+    try:
+        row, spec = json.loads(rec["engine_args_json"]), json.loads(rec["engine_args_json_spec"])
+    except (TypeError, ValueError):
+        return False
+    return isinstance(row, dict) and isinstance(spec, dict) and all(k in row and row[k] == v for k, v in spec.items())
+
+
+_LOOSE_OK = {"num_requests": _repeated_workload, "engine_args_json": _engine_defaults_added}
 
 
 def _canonical_json_text(text: str) -> str:

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import tarfile
+import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -55,6 +56,20 @@ def pack_bundle(source_dir: str | Path, out_path: str | Path) -> Path:
     return out
 
 
+def check_bundle(folder: str | Path, limits: Limits = DEFAULT_LIMITS) -> tuple[str, list[str]]:
+    """(bundle id, every reason ingestion would reject it) of `folder`, packed as `submit` packs it."""
+    with tempfile.TemporaryDirectory(prefix="wattcounts-check-") as tmp:
+        archive = pack_bundle(folder, Path(tmp) / "bundle.tar.gz")
+        bid = bundle_id(archive)
+        return bid, inspect_archive(archive.read_bytes(), bid, limits).reasons
+
+
+def rejection_message(folder: str | Path, reasons: list[str]) -> str:
+    """What `submit` prints for a bundle that would be rejected: grouped, capped, terminal-safe."""
+    return (f"{terminal_safe(folder)}: the bundle would be rejected ({len(reasons)} problem(s)):\n"
+            + "\n".join(f"  - {terminal_safe(r)}" for r in summarize_reasons(reasons)))
+
+
 def submit(folder: str | Path, inbox: str | Path | None = None, limits: Limits = DEFAULT_LIMITS) -> tuple[str, Path]:
     """Check `folder` exactly as ingestion will, pack it, and drop it atomically into the inbox.
 
@@ -67,11 +82,8 @@ def submit(folder: str | Path, inbox: str | Path | None = None, limits: Limits =
         pack_bundle(folder, tmp)
         bid = bundle_id(tmp)
         inspection = inspect_archive(tmp.read_bytes(), bid, limits)
-        if not inspection.ok:
-            shown = summarize_reasons(inspection.reasons)  # grouped and capped: a bomb prints 100 lines, not 10^6
-            raise SubmissionError(f"{terminal_safe(folder)}: the bundle would be rejected "
-                                  f"({len(inspection.reasons)} problem(s)):\n"
-                                  + "\n".join(f"  - {terminal_safe(r)}" for r in shown))
+        if not inspection.ok:  # grouped and capped: a bomb prints 100 lines, not 10^6
+            raise SubmissionError(rejection_message(folder, inspection.reasons))
         final = inbox / f"{bid}.tar.gz"
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

@@ -36,30 +36,33 @@ REL_TOL = 0.01
 TRACE_DOMAIN = re.compile(r"^(gpu|cpu|dram|total)(:[A-Za-z0-9_.-]{1,32})?$")
 
 
-def card_tdp_w(gpu_name: Any) -> float:
-    """The catalog's board power of a GPU, or a ceiling above any card when it is unknown."""
+def card_tdp_w(gpu_name: Any, declared_w: float | None = None) -> float:
+    """The catalog's board power of a GPU; for a card it does not know, the manifest's `hardware.gpu_tdp_w`
+    (`declared_w`) where given, else a ceiling above any card."""
+    unknown_w = float(declared_w) if isinstance(declared_w, (int, float)) else UNKNOWN_GPU_TDP_W
     if not isinstance(gpu_name, str) or not gpu_name:
-        return UNKNOWN_GPU_TDP_W
+        return unknown_w
     try:
         hardware = get_hardware(gpu_name)
     except CatalogError:
-        return UNKNOWN_GPU_TDP_W
-    return float(hardware.tdp_w) if hardware.is_gpu else UNKNOWN_GPU_TDP_W
+        return unknown_w
+    return float(hardware.tdp_w) if hardware.is_gpu else unknown_w
 
 
 def physics_reasons(manifest: Manifest, tables: dict[str, pd.DataFrame], files: dict[str, str]) -> list[str]:
     """Every physical impossibility in a bundle's validated tables."""
     runs = tables["runs"]
+    declared_tdp_w = manifest.doc["hardware"].get("gpu_tdp_w")
     reasons = _run_reasons(manifest, runs, files["runs"])
     reasons += _token_reasons(manifest, runs, tables["requests"], files["runs"], files["requests"])
     if "power_traces" in tables:
-        reasons += _trace_reasons(runs, tables["power_traces"], files["power_traces"])
+        reasons += _trace_reasons(runs, tables["power_traces"], files["power_traces"], declared_tdp_w)
     return reasons
 
 
-def _gpu_limit_w(runs: pd.DataFrame) -> pd.Series:
+def _gpu_limit_w(runs: pd.DataFrame, declared_tdp_w: float | None = None) -> pd.Series:
     """Per-GPU power limit of each row: its own when given (capped at a plausible raise), else the card's TDP."""
-    tdp = runs["gpu_name"].map(card_tdp_w).astype(float)
+    tdp = runs["gpu_name"].map(lambda name: card_tdp_w(name, declared_tdp_w)).astype(float)
     own = pd.to_numeric(runs["gpu_power_limit_w"], errors="coerce")
     return own.where(own.notna(), tdp).clip(upper=tdp * LIMIT_OVER_TDP)
 
@@ -68,8 +71,9 @@ def _run_reasons(manifest: Manifest, runs: pd.DataFrame, runs_file: str) -> list
     hardware = manifest.doc["hardware"]
     duration = runs["duration_s"]
     gpus = runs["gpu_count"].clip(lower=0)
-    tdp = runs["gpu_name"].map(card_tdp_w).astype(float)
-    limit = _gpu_limit_w(runs)
+    declared_tdp_w = hardware.get("gpu_tdp_w")
+    tdp = runs["gpu_name"].map(lambda name: card_tdp_w(name, declared_tdp_w)).astype(float)
+    limit = _gpu_limit_w(runs, declared_tdp_w)
     gpu_j = pd.to_numeric(runs["gpu_energy_j"], errors="coerce")
     domains_j = sum(pd.to_numeric(runs[c], errors="coerce").fillna(0.0)
                     for c in ("gpu_energy_j", "cpu_energy_j", "dram_energy_j"))
@@ -105,7 +109,7 @@ def _run_reasons(manifest: Manifest, runs: pd.DataFrame, runs_file: str) -> list
         row_limit = pd.to_numeric(runs["gpu_power_limit_w"], errors="coerce")
         checks.append((on_gpu & row_limit.notna() & ((row_limit - declared).abs() > REL_TOL * declared),
                        "gpu_power_limit_w", f"differs from {MANIFEST} hardware.gpu_power_limit_w ({declared:g})"))
-        card_w = card_tdp_w(hardware.get("gpu_name"))
+        card_w = card_tdp_w(hardware.get("gpu_name"), declared_tdp_w)
         if declared > card_w * LIMIT_OVER_TDP:
             reasons.append(f"{MANIFEST}: field hardware.gpu_power_limit_w: {declared:g} W is more than "
                            f"{LIMIT_OVER_TDP:g} x the card's TDP in the hardware catalog ({card_w:g} W)")
@@ -142,7 +146,8 @@ def _token_reasons(manifest: Manifest, runs: pd.DataFrame, requests: pd.DataFram
     return list(dict.fromkeys(reasons))
 
 
-def _trace_reasons(runs: pd.DataFrame, traces: pd.DataFrame, traces_file: str) -> list[str]:
+def _trace_reasons(runs: pd.DataFrame, traces: pd.DataFrame, traces_file: str,
+                   declared_tdp_w: float | None = None) -> list[str]:
     """Samples in a known domain and below what that domain of the run's hardware can draw."""
     reasons = []
     domain = traces["domain"].astype(str)
@@ -150,7 +155,7 @@ def _trace_reasons(runs: pd.DataFrame, traces: pd.DataFrame, traces_file: str) -
     for row in np.flatnonzero(bad_domain.to_numpy(dtype=bool)):
         reasons.append(f"{traces_file}: row {row}, field domain: {show(traces['domain'].iat[row])} is not gpu, cpu, "
                        "dram or total (optionally ':<device>')")
-    per_run = runs.assign(limit_w=_gpu_limit_w(runs)).set_index("run_id")[["gpu_count", "limit_w"]]
+    per_run = runs.assign(limit_w=_gpu_limit_w(runs, declared_tdp_w)).set_index("run_id")[["gpu_count", "limit_w"]]
     joined = traces[["run_id"]].join(per_run, on="run_id")  # unknown runs are consistency's to report
     gpu_all_w = TRACE_TOL * joined["limit_w"] * joined["gpu_count"].clip(lower=0)
     kind = domain.str.split(":", n=1).str[0]
