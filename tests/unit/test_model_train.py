@@ -23,7 +23,7 @@ from wattcounts_pipeline.model.registry import (
     load,
     train,
 )
-from wattcounts_pipeline.model.trees import TreeEnsemble, fit_ensemble
+from wattcounts_pipeline.model.trees import TreeEnsemble, fit_monotone
 
 MODELS = ["meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
           "mistralai/Mixtral-8x7B-Instruct-v0.1"]
@@ -41,19 +41,19 @@ def release(configurations: pd.DataFrame, tmp_path_factory: pytest.TempPathFacto
 
 
 def test_json_trees_predict_exactly_like_scikit_learn() -> None:
-    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
     rng = np.random.default_rng(0)
     x, x_new = rng.normal(size=(200, 5)), rng.normal(size=(500, 5))
     y = x[:, 0] ** 2 + np.sin(3 * x[:, 1]) + rng.normal(scale=0.1, size=200)
-    ours = TreeEnsemble.from_dict(json.loads(json.dumps(fit_ensemble(x, y, list("abcde")).to_dict())))
-    theirs = GradientBoostingRegressor(n_estimators=100, learning_rate=0.08, max_depth=3, subsample=0.8,
-                                       min_samples_leaf=10, random_state=0).fit(x, y)
+    ours = TreeEnsemble.from_dict(json.loads(json.dumps(fit_monotone(x, y, list("abcde"), {}).to_dict())))
+    theirs = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.08, max_depth=3, min_samples_leaf=10,
+                                           early_stopping=False, random_state=0).fit(x, y)
     assert np.array_equal(ours.predict(x_new), theirs.predict(x_new))
 
 
 def test_too_few_rows_fit_the_mean_and_no_interval() -> None:
-    ensemble = fit_ensemble(np.zeros((3, 1)), np.array([1.0, 2.0, 3.0]), ["a"])
+    ensemble = fit_monotone(np.zeros((3, 1)), np.array([1.0, 2.0, 3.0]), ["a"], {})
     assert ensemble.trees == () and ensemble.init == 2.0
     assert conformal_half_width(np.array([0.1, 0.2, 0.3]), 0.8) == float("inf")
     assert conformal_half_width(np.arange(1, 11) / 10, 0.8) == pytest.approx(0.9)  # ceil(11 * 0.8) = 9th of 10
@@ -65,7 +65,7 @@ def test_release_folder_has_model_card_and_metrics(release: Path, configurations
     card = (release / CARD_FILE).read_text()
     metrics = json.loads((release / METRICS_FILE).read_text())
     assert "v0.1.0" in card and f"{len(configurations)} configurations rows" in card
-    assert "| energy_per_token_j | log(energy_per_token_j / physics) |" in card and "log_roofline_step_s" in card
+    assert "| energy_per_token_j | log(energy_per_token_j / physics) |" in card and "log_compute_to_memory" in card
     assert metrics["n_training_rows"] == len(configurations) and len(metrics["model_sha256"]) == 64
     assert "cv" not in metrics and f"{EVALUATION_FOLDER}/{CV_CARD}" in card  # training does not cross-validate
     assert metrics["rows_per_target"]["quality_acc_mean"] == int((configurations["weights"] == "real").sum())

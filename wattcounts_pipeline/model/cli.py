@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     trainer.add_argument("release", type=Path, help="dataset release folder (holds release.json and data/)")
     trainer.add_argument("--model-dir", type=Path, default=None,
                          help=f"where predictors are stored (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
+    trainer.add_argument("--json", action="store_true", help="print the outcome as one JSON document")
     trainer.set_defaults(func=run_train)
 
     parser = subparsers.add_parser(
@@ -262,7 +263,10 @@ def run_train(args: argparse.Namespace) -> int:
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"predictor {tag} trained on {len(configurations)} configurations of {args.release}: {folder}")
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": True, "predictor": tag, "configurations": len(configurations), "folder": str(folder)}))
+    else:
+        print(f"predictor {tag} trained on {len(configurations)} configurations of {args.release}: {folder}")
     return 0
 
 
@@ -317,7 +321,8 @@ def _print(rec: Recommendation, predictor: Predictor, args: argparse.Namespace) 
         print(f"warning: {message}")
     for _, row in rec.front[rec.front["extrapolation"] != ""].iterrows():
         print(f"extrapolated: {row['architecture']} {row['quantization']} on {row['framework']} "
-              f"({row['mode']}, {row['gpu_count']} GPU(s)): {row['extrapolation']}")
+              f"({row['mode']}, {row['gpu_count']} GPU(s)): {row['extrapolation']}"
+              + (f" (interval widened x{row['interval_widening']:.2g})" if row["interval_widening"] > 1 else ""))
     if args.plot is not None:
         from wattcounts_pipeline.model.plot import plot_front
 

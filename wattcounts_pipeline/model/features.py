@@ -59,9 +59,10 @@ PHYSICS_FEATURES = [*MODEL_FEATURES, "log_weight_gb", "compiled",
                     "log_batch_size", "log_input_tokens", "log_output_tokens", "is_gpu", "device_count",
                     "log_roofline_step_s", "log_roofline_prefill_s", "log_roofline_tokens_per_s",
                     "log_roofline_energy_j_per_token", "log_compute_to_memory", "log_prefill_compute_to_memory"]
-"""What energy and speed may depend on. The device's bandwidth, peak FLOP/s and TDP enter only through the
-roofline columns: given raw, the trees learn per-device offsets that do not transfer to an unmeasured device
-(leave-one-hardware-out TTFT error on the test fixtures went from 43% to 18% without them)."""
+"""Model, workload, device-kind and roofline features, finite for any catalog row. The device's bandwidth, peak
+FLOP/s and TDP enter only through the roofline columns: given raw, trees learn per-device offsets that do not
+transfer to an unmeasured device. The predictor's corrections use a size-free subset
+(`predictor.RESIDUAL_FEATURES`)."""
 
 
 def quantization_key(quantization: str, dtype: str = "") -> str:

@@ -32,6 +32,10 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 FACTORS = ("hardware", "setup")
+PLAIN_WEIGHTS = {"BF16", "F16", "FP16", "F32", "FP32"}
+"""Weight formats that run the engine's plain matmuls; any other format on transformers runs kernels of its own
+(FP8 linears, torchao, bitsandbytes), whose launch overhead and efficiency differ (eager FP8 decode measured
+1.8x slower than bf16 on the same H200), so it is a setup of its own."""
 PRIOR_WEIGHT = 0.3
 """Penalty weight on each log factor (per-row log errors have weight 1): a factor is pulled toward 1 unless
 the rows it covers agree on moving it."""
@@ -83,10 +87,18 @@ class Levels:
         return len(self.codes)
 
 
+def setup_labels(feats: pd.DataFrame) -> np.ndarray:
+    """framework/mode, plus the weight format where transformers runs it with kernels of its own."""
+    setup = (feats["framework"].astype(str) + "/" + feats["mode"].astype(str)).to_numpy()
+    quant = feats["quant_key"].astype(str).to_numpy()
+    own_kernels = (feats["framework"].astype(str).to_numpy() == "transformers") & ~np.isin(quant, list(PLAIN_WEIGHTS))
+    return np.where(own_kernels, np.char.add(np.char.add(setup.astype(str), "/"), quant), setup)
+
+
 def factor_levels(feats: pd.DataFrame) -> dict[str, Levels]:
-    """Each row's level of every factor: its hardware, and its engine setup (framework / mode)."""
+    """Each row's level of every factor: its hardware, and its engine setup (`setup_labels`)."""
     return {"hardware": Levels.of(feats["hardware_key"].astype(str).to_numpy()),
-            "setup": Levels.of((feats["framework"].astype(str) + "/" + feats["mode"].astype(str)).to_numpy())}
+            "setup": Levels.of(setup_labels(feats))}
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,22 @@ class Physics:
             nan = np.full(len(feats), np.nan)
             out |= {"phys_energy_net_j": nan, "phys_energy_j": nan}
         return pd.DataFrame(out, index=feats.index)
+
+    def bounds(self, feats: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per target, the (lowest, highest) value physics allows on each row: no run beats the roofline (TTFT
+        and TPOT at least its prefill and step time, tokens/s at most what those allow) and no run costs less
+        gross energy than the device's idle power over that roofline time. Predictions are clipped to these, so
+        no learned correction can carry a prediction past what the hardware can do."""
+        n_out = feats["output_tokens"].to_numpy(float)
+        tokens = feats["batch_size"].to_numpy(float) * n_out
+        run_s = feats["roofline_prefill_s"].to_numpy(float) + np.maximum(n_out - 1, 0) * feats["roofline_step_s"].to_numpy(float)
+        fraction = np.array([self.idle_fraction.get(h, self.idle_fraction_default) for h in feats["hardware_key"]])
+        idle_j = fraction * feats["tdp_w"].to_numpy(float) * run_s / tokens
+        inf, zero = np.full(len(feats), np.inf), np.zeros(len(feats))
+        return {"tpot_p50_s": (feats["roofline_step_s"].to_numpy(float), inf),
+                "ttft_p50_s": (feats["roofline_prefill_s"].to_numpy(float), inf),
+                "tokens_per_s": (zero, tokens / run_s), "energy_per_token_j": (idle_j, inf),
+                "energy_per_token_net_j": (zero, inf)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": self.time.to_dict(), "energy": None if self.energy is None else self.energy.to_dict(),

@@ -3,10 +3,14 @@
 The physics (`physics.py`) predicts time from per-layer launch overhead and the roofline, throughput from time,
 and energy as power × time (dynamic energy from bytes moved, FLOPs and run time, plus idle power × run time): a
 handful of parameters shared across architectures, so it carries the scale across model sizes, which trees cannot
-extrapolate. The trees then model `log(measured / physics)`; where they do not beat a single fitted offset out of
-fold, the offset is kept. Intervals are cross-conformal: the spread of out-of-fold residuals (physics and trees
-refitted without the fold), folds grouped by architecture when there are enough of them, so an interval reflects
-how well the model does on architectures it has not seen.
+extrapolate. The trees then model `log(measured / physics)` from the workload and the engine setup only, never
+the model's size, so nothing learned on small models is carried to a bigger one: size scales through the
+physics alone. They are monotone in batch (trees.fit_monotone; see `_monotone` for why), and the result
+is clipped to what the roofline allows (`Physics.bounds`). Where they do not beat a single fitted
+offset out of fold, the offset is kept. Intervals are cross-conformal: the spread of out-of-fold residuals
+(physics and trees refitted without the fold), folds grouped by architecture when there are enough of them,
+each scaled by 1 + how far the row lay outside its fold's training domain (`Domain.distance`), so an interval
+reflects how well the model does on architectures it has not seen and widens for a query outside the data.
 """
 
 from __future__ import annotations
@@ -20,17 +24,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wattcounts_pipeline.core.vocab import FRAMEWORKS
 from wattcounts_pipeline.model.domain import Domain
 from wattcounts_pipeline.model.errors import ModelError
-from wattcounts_pipeline.model.features import MODEL_FEATURES, PHYSICS_FEATURES, build_features, featurize
+from wattcounts_pipeline.model.features import MODEL_FEATURES, build_features, featurize
 from wattcounts_pipeline.model.known_quality import from_records, known_quality, to_records
 from wattcounts_pipeline.model.physics import Physics, fit_physics
-from wattcounts_pipeline.model.trees import TreeEnsemble, fit_ensemble, fit_mean
+from wattcounts_pipeline.model.trees import TreeEnsemble, fit_mean, fit_monotone
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "wattcounts-predictor"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DEFAULT_COVERAGE = 0.8
 MAX_FOLDS = 10
 """Out-of-fold splits for tree selection and intervals: one group (architecture) per fold up to this many."""
@@ -49,6 +54,8 @@ class TargetSpec:
     features: tuple[str, ...]
     measured_energy_only: bool = False
     real_weights_only: bool = False
+    monotone: tuple[tuple[str, int], ...] = ()
+    """(feature, +1 or -1): the correction never decreases / never increases along it."""
 
     def usable(self, rows: pd.DataFrame) -> pd.Series:
         """Training rows with a trustworthy value of this target."""
@@ -77,26 +84,55 @@ class TargetSpec:
         return feats[anchor].to_numpy(dtype=float) * np.exp(z)
 
 
-RESIDUAL_FEATURES = (*PHYSICS_FEATURES, "log_num_layers", "log_prefill_share")
+RESIDUAL_FEATURES = ("log_batch_size", "log_input_tokens", "log_output_tokens", "bytes_per_weight", "compiled",
+                     "log_compute_to_memory", "log_prefill_compute_to_memory", *(f"fw_{f}" for f in FRAMEWORKS),
+                     "is_gpu", "device_count", "is_moe")
+"""What the physics' residual may depend on: workload, weight format and engine setup, not the model's size (the
+compute-to-memory ratios are set by batch and bytes per weight). With size features the trees learnt offsets per
+architecture that do not transfer: leave-one-architecture-out gross J/token error 17.5% with them, 16.8% without
+(523 recorded configurations, benchmarks/predictor_extrapolation.py)."""
+BATCH_DIRECTION = ("log_batch_size", "log_compute_to_memory", "log_prefill_compute_to_memory")
+"""Features that all grow with batch (the compute-to-memory ratios ∝ batch / bytes per weight): constraining the
+correction along all of them makes it monotone in batch. Not in bytes per weight: measured J/token is not
+monotone there (Mistral-7B on llama-server, batch 1: Q2_K 1.81, Q4_0 1.43, Q8_0 2.15 J/token on an H200; low-bit
+kernels spend the bytes they save on dequantizing), so a constraint would fight the data; the roofline bound holds."""
+
+
+def _monotone(batch: int) -> tuple[tuple[str, int], ...]:
+    """Constraints making a correction move with batch in direction `batch` (+1 rising, -1 falling).
+
+    Why J/token may only fall and tokens/s only rise with batch: a batch of b requests can always be served as
+    smaller batches one after another, at their energy per token and throughput."""
+    return tuple((f, batch) for f in BATCH_DIRECTION)
+
+
 TARGETS: tuple[TargetSpec, ...] = (
     TargetSpec("energy_per_token_j", "phys_energy_j", "roofline_energy_j_per_token", RESIDUAL_FEATURES,
-               measured_energy_only=True),
+               measured_energy_only=True, monotone=_monotone(-1)),
     TargetSpec("energy_per_token_net_j", "phys_energy_net_j", "roofline_energy_j_per_token", RESIDUAL_FEATURES,
-               measured_energy_only=True),
-    TargetSpec("tokens_per_s", "phys_tokens_per_s", "roofline_tokens_per_s", RESIDUAL_FEATURES),
-    TargetSpec("ttft_p50_s", "phys_ttft_s", "roofline_prefill_s", RESIDUAL_FEATURES),
-    TargetSpec("tpot_p50_s", "phys_tpot_s", "roofline_step_s", RESIDUAL_FEATURES),
+               measured_energy_only=True, monotone=_monotone(-1)),
+    TargetSpec("tokens_per_s", "phys_tokens_per_s", "roofline_tokens_per_s", RESIDUAL_FEATURES,
+               monotone=_monotone(+1)),
+    TargetSpec("ttft_p50_s", "phys_ttft_s", "roofline_prefill_s", RESIDUAL_FEATURES, monotone=_monotone(+1)),
+    TargetSpec("tpot_p50_s", "phys_tpot_s", "roofline_step_s", RESIDUAL_FEATURES, monotone=_monotone(+1)),
     TargetSpec("quality_acc_mean", None, None, tuple(MODEL_FEATURES), real_weights_only=True),
 )
 TARGET_SPECS = {t.name: t for t in TARGETS}
 
 
-def conformal_half_width(residuals: np.ndarray, coverage: float) -> float:
-    """Split-conformal quantile: the ⌈(n + 1) · coverage⌉-th smallest |residual|; infinite when that exceeds n."""
+def conformal_half_width(residuals: np.ndarray, coverage: float, scale: np.ndarray | None = None) -> float:
+    """Split-conformal quantile: the ⌈(n + 1) · coverage⌉-th smallest |residual| / scale (scale defaults to 1);
+    infinite when that exceeds n. The interval of a new row is then ± this × its own scale."""
     k = math.ceil((len(residuals) + 1) * coverage)
     if k > len(residuals):
         return math.inf
-    return float(np.sort(np.abs(residuals))[k - 1])
+    scores = np.abs(residuals) if scale is None else np.abs(residuals) / scale
+    return float(np.sort(scores)[k - 1])
+
+
+def interval_scale(distance: np.ndarray) -> np.ndarray:
+    """How much wider than in-domain an interval is at a `Domain.distance`: 1 inside, +1 per log unit outside."""
+    return 1.0 + np.asarray(distance, dtype=float)
 
 
 Fitter = Callable[[np.ndarray, np.ndarray], TreeEnsemble]
@@ -125,49 +161,61 @@ def with_anchors(physics: Physics, feats: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([feats, physics.anchors(feats)], axis=1)
 
 
-def fold_features(rows: pd.DataFrame, feats: pd.DataFrame
-                  ) -> list[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
-    """Per out-of-fold split: train and test positions and the features of all rows with anchors from physics
-    fitted on the training positions only (so out-of-fold residuals include the physics' own error)."""
+Split = tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray]
+
+
+def fold_features(rows: pd.DataFrame, feats: pd.DataFrame) -> list[Split]:
+    """Per out-of-fold split: train and test positions, the features of all rows with anchors from physics
+    fitted on the training positions only (so out-of-fold residuals include the physics' own error), and each
+    row's distance from the training positions' domain (so the intervals learn how error grows outside it)."""
     out = []
     for train_idx, test_idx in folds(feats["arch_key"].to_numpy()):
         physics = fit_physics(rows.iloc[train_idx], feats.iloc[train_idx], energy_rows(rows.iloc[train_idx]))
-        out.append((train_idx, test_idx, with_anchors(physics, feats)))
+        train = feats.iloc[train_idx]
+        distance = Domain.from_features(train, train.iloc[:0]).distance(feats)
+        out.append((train_idx, test_idx, with_anchors(physics, feats), distance))
     return out
 
 
-def out_of_fold_residuals(spec: TargetSpec, rows: pd.DataFrame, mask: np.ndarray,
-                          splits: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], fitter: Fitter) -> np.ndarray:
-    """Residuals of models (physics and `fitter`) that did not see the row, for the rows in `mask`."""
+def out_of_fold_residuals(spec: TargetSpec, rows: pd.DataFrame, mask: np.ndarray, splits: list[Split],
+                          fitter: Fitter) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals of models (physics and `fitter`) that did not see the row, for the rows in `mask`, and each
+    such row's distance from the domain those models were fitted on."""
     y = rows[spec.name].to_numpy(dtype=float)
-    oof = []
-    for train_idx, test_idx, feats in splits:
+    oof, dist = [], []
+    for train_idx, test_idx, feats, distance in splits:
         tr, te = train_idx[mask[train_idx]], test_idx[mask[test_idx]]
         if not len(te):
             continue
+        dist.append(distance[te])
         x = feats[list(spec.features)].to_numpy(dtype=float)
         r = spec.residual(y, feats)
         if not len(tr) or not np.isfinite(r[tr]).all() or not np.isfinite(r[te]).all():
             oof.append(np.full(len(te), np.inf))
             continue
         oof.append(r[te] - fitter(x[tr], r[tr]).predict(x[te]))
-    return np.concatenate(oof) if oof else np.empty(0)
+    if not oof:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(oof), np.concatenate(dist)
 
 
 @dataclass(frozen=True)
 class TargetModel:
-    """A fitted target: the ensemble, its interval half-width (in residual units) and how many rows fitted it."""
+    """A fitted target: the ensemble, its interval half-width inside the training domain (in residual units; a
+    row outside it gets this × `interval_scale` of its distance) and how many rows fitted it."""
 
     spec: TargetSpec
     ensemble: TreeEnsemble
     half_width: float
     n_rows: int
 
-    def predict(self, feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Point, low and high for each feature row (features with the physics anchors)."""
+    def predict(self, feats: pd.DataFrame, distance: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point, low and high for each feature row (features with the physics anchors; `distance`: each row's
+        `Domain.distance`, 0 when not given)."""
         z = self.ensemble.predict(feats[list(self.spec.features)].to_numpy(dtype=float))
-        return (self.spec.value(z, feats), self.spec.value(z - self.half_width, feats),
-                self.spec.value(z + self.half_width, feats))
+        width = self.half_width * interval_scale(np.zeros(len(feats)) if distance is None else distance)
+        return (self.spec.value(z, feats), self.spec.value(z - width, feats), self.spec.value(z + width, feats))
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.spec.name, "anchor": self.spec.anchor, "n_rows": self.n_rows,
@@ -186,7 +234,7 @@ class TargetModel:
 
 
 def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, coverage: float,
-               splits: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], warn: bool = True) -> TargetModel | None:
+               splits: list[Split], warn: bool = True) -> TargetModel | None:
     """Fit one target on its usable rows (None when there are none); `feats` carry the physics anchors and
     `splits` the out-of-fold anchors (see `fold_features`). `warn` False: a cross-validation fold, whose
     missing targets the full fit has already warned about once.
@@ -208,15 +256,17 @@ def fit_target(spec: TargetSpec, rows: pd.DataFrame, feats: pd.DataFrame, covera
     if not np.isfinite(r).all():
         logger.warning("%s: the physics gives no finite anchor; it will not be predicted", spec.name)
         return None
-    fitters: dict[str, Fitter] = {"trees": lambda xs, ys: fit_ensemble(xs, ys, spec.features),
+    monotone = dict(spec.monotone)
+    fitters: dict[str, Fitter] = {"trees": lambda xs, ys: fit_monotone(xs, ys, spec.features, monotone),
                                   "offset": lambda xs, ys: fit_mean(ys, spec.features)}
     residuals = {name: out_of_fold_residuals(spec, rows, mask, splits, fitter) for name, fitter in fitters.items()}
     error = {name: float(np.mean(np.abs(v))) if len(v) and np.isfinite(v).all() else math.inf
-             for name, v in residuals.items()}
+             for name, (v, _) in residuals.items()}
     choice = min(error, key=error.__getitem__)  # a tie keeps the trees (which are the mean below 12 rows)
     logger.info("%s: %s kept (out-of-fold mean |residual| %s)", spec.name, choice, error)
-    return TargetModel(spec=spec, ensemble=fitters[choice](x, r),
-                       half_width=conformal_half_width(residuals[choice], coverage), n_rows=int(mask.sum()))
+    oof, distance = residuals[choice]
+    return TargetModel(spec=spec, ensemble=fitters[choice](x, r), n_rows=int(mask.sum()),
+                       half_width=conformal_half_width(oof, coverage, interval_scale(distance)))
 
 
 @dataclass(frozen=True)
@@ -237,12 +287,19 @@ class Predictor:
         return self.predict_features(build_features(frame))
 
     def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
-        """As `predict`, for rows already through `features.build_features`; NaN for targets never fitted."""
+        """As `predict`, for rows already through `features.build_features`; NaN for targets never fitted.
+        Intervals widen with each row's distance from the training domain; every value is clipped to what
+        physics allows (`Physics.bounds`)."""
+        distance = self.domain.distance(feats)
+        bounds = self.physics.bounds(feats)
         feats = with_anchors(self.physics, feats)
         out: dict[str, np.ndarray] = {}
         for spec in TARGETS:
             model = self.models.get(spec.name)
-            point, low, high = model.predict(feats) if model else (np.full(len(feats), np.nan),) * 3
+            values = model.predict(feats, distance) if model else (np.full(len(feats), np.nan),) * 3
+            if spec.name in bounds:
+                values = tuple(np.clip(v, *bounds[spec.name]) for v in values)
+            point, low, high = values
             out |= {spec.name: point, f"{spec.name}_low": low, f"{spec.name}_high": high}
         return pd.DataFrame(out, index=feats.index)
 

@@ -20,7 +20,7 @@ from wattcounts_pipeline.model.costs import Costs, resolve_costs
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import build_features
 from wattcounts_pipeline.model.known_quality import QUALITY_SOURCES, apply_known_quality
-from wattcounts_pipeline.model.predictor import Predictor
+from wattcounts_pipeline.model.predictor import Predictor, interval_scale
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
                        .rename(columns={"arch_key": "architecture", "quant_key": "quantization"}), preds], axis=1)
     table["latency_s"] = _latency_s(preds, feats, scenario)
     table["extrapolation"] = predictor.domain.extrapolations(feats)
+    table["interval_widening"] = interval_scale(predictor.domain.distance(feats))  # 1: inside what was measured
     table = costs.add_columns(table)
     table = apply_known_quality(table, predictor.known_quality, tuple(quality_sources))
     table = _check_needs(table[fits].reset_index(drop=True), scenario, tuple(quality_sources), warnings)

@@ -128,16 +128,20 @@ costs the engine's launch overhead (per layer, so eager engines are launch-bound
 GPU time of the roofline at fitted efficiencies; TTFT likewise for the prefill; tokens/s follows from TTFT and
 TPOT; net energy is TDP × (fitted shares of the ideal memory and compute seconds and of the run time); gross
 energy adds the device's measured idle power × run time. Its few parameters are shared across architectures
-(per-hardware and per-setup factors shrunk toward 1). Boosted trees (scikit-learn GradientBoostingRegressor,
-depth 3, 100 rounds; the mean alone below 12 rows) then model the log ratio of the measured value to the physics;
-where they do not beat a single fitted offset out of fold, the offset alone is kept ("offset only"). Intervals
-are cross-conformal: the {predictor.coverage:.0%} conformal quantile of out-of-fold |residuals| (physics and trees
-refitted without the fold), folds grouped by architecture.
+(per-hardware and per-setup factors shrunk toward 1; a setup is framework / mode, plus the weight format where
+transformers runs it with kernels of its own). Boosted trees (scikit-learn HistGradientBoostingRegressor, depth
+3, 100 rounds, monotone in batch; the mean alone below 12 rows) then model the log ratio of the measured value to
+the physics from workload and engine features only, never the model's size; where they do not beat a single
+fitted offset out of fold, the offset alone is kept ("offset only"). Every value is clipped to the roofline
+(no TTFT/TPOT below it, no gross energy below idle power over the roofline time). Intervals are cross-conformal:
+the {predictor.coverage:.0%} conformal quantile of out-of-fold |residual| / (1 + distance from the fold's training
+domain) (physics and trees refitted without the fold, folds grouped by architecture); the table gives the width
+inside the domain, and a query outside it is widened by 1 + its distance (`Domain.distance`).
 
 ## Features
 {", ".join(f"`{f}`" for f in features)}
 
-Roofline (the baseline's anchor and tree features): a decode step takes max((weight bytes + KV bytes) /
+Roofline (the baseline's anchor, the bounds, and the compute-to-memory features): a decode step takes max((weight bytes + KV bytes) /
 bandwidth, 2 · active params · batch / peak FLOP/s); its energy is TDP × step / batch. Device numbers are vendor datasheet values
 (wattcounts_pipeline/model/catalog/hardware.yaml).
 
@@ -148,7 +152,11 @@ architectures held out at once; the model against two baselines).
 
 ## Limits
 - A framework, device or architecture never measured is extrapolated; `recommend` warns when it does so.
-- Trees do not extrapolate beyond the measured batch sizes and lengths; the physics scaling alone does.
+- Trees do not extrapolate beyond the measured batch sizes and lengths; the physics scaling alone does, and the
+  interval widens by 1 + the e-folds outside (of model size in the setup, batch, lengths).
+- A regime only one architecture shows (mixture of experts on eager transformers, tensor or pipeline
+  parallel over several GPUs) cannot be predicted for another architecture: see benchmarks/results/
+  predictor_extrapolation.md.
 - An engine setup (framework / mode) or device never measured gets the physics' global overhead and
   efficiencies: e.g. a compiled engine without compiled rows is predicted as launch-bound as an eager one.
 - Quality depends on the model and weight format only, not on the device or load.

@@ -31,14 +31,14 @@ class Tree:
     right: np.ndarray
     value: np.ndarray
 
-    def predict(self, x32: np.ndarray) -> np.ndarray:
-        """Leaf values for rows of `x32` (features already rounded to float32, as scikit-learn compares them)."""
-        node = np.zeros(len(x32), dtype=np.int64)
-        rows = np.arange(len(x32))
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Leaf values for rows of `x` (float64, as the histogram GBM compares them: x <= threshold goes left)."""
+        node = np.zeros(len(x), dtype=np.int64)
+        rows = np.arange(len(x))
         active = self.left[node] != -1
         while active.any():
             r, n = rows[active], node[active]
-            go_left = x32[r, self.feature[n]] <= self.threshold[n]
+            go_left = x[r, self.feature[n]] <= self.threshold[n]
             node[r] = np.where(go_left, self.left[n], self.right[n])
             active = self.left[node] != -1
         return self.value[node]
@@ -57,7 +57,7 @@ class Tree:
 
 @dataclass(frozen=True)
 class TreeEnsemble:
-    """init + learning_rate · Σ tree(x): scikit-learn's GradientBoostingRegressor with squared error."""
+    """init + learning_rate · Σ tree(x): scikit-learn's HistGradientBoostingRegressor (squared error)."""
 
     features: tuple[str, ...]
     init: float
@@ -67,10 +67,10 @@ class TreeEnsemble:
     def predict(self, x: np.ndarray) -> np.ndarray:
         if np.isnan(x).any():
             raise ModelError("features contain NaN; the predictor needs every feature")
-        x32 = x.astype(np.float32).astype(np.float64)
+        x64 = x.astype(np.float64)
         raw = np.full(len(x), self.init, dtype=np.float64)
         for tree in self.trees:
-            raw += self.learning_rate * tree.predict(x32)
+            raw += self.learning_rate * tree.predict(x64)
         return raw
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,20 +88,29 @@ def fit_mean(y: np.ndarray, features: list[str] | tuple[str, ...]) -> TreeEnsemb
     return TreeEnsemble(features=tuple(features), init=float(np.mean(y)))
 
 
-def fit_ensemble(x: np.ndarray, y: np.ndarray, features: list[str] | tuple[str, ...]) -> TreeEnsemble:
-    """Boosted depth-3 trees on (x, y); just the mean when there are too few rows for splits."""
+def fit_monotone(x: np.ndarray, y: np.ndarray, features: list[str] | tuple[str, ...],
+                 monotone: dict[str, int]) -> TreeEnsemble:
+    """Boosted depth-3 trees whose output never decreases (+1) or never increases (-1) along the features named
+    in `monotone` (scikit-learn's histogram GBM, `monotonic_cst`); just the mean below MIN_ROWS_FOR_TREES rows.
+
+    Why: a correction learned on the residual of a monotone physics model must not undo that monotonicity
+    (J/token never rising with batch, never falling with bytes per weight), even where rows are sparse."""
     if len(y) < MIN_ROWS_FOR_TREES:
         return fit_mean(y, features)
-    from sklearn.ensemble import GradientBoostingRegressor  # training only: loading never needs scikit-learn
+    from sklearn.ensemble import HistGradientBoostingRegressor  # training only
 
-    model = GradientBoostingRegressor(
-        loss="squared_error", n_estimators=100, learning_rate=0.08, max_depth=3, subsample=0.8,
-        min_samples_leaf=max(2, min(10, len(y) // 20)), random_state=0)
+    model = HistGradientBoostingRegressor(
+        max_iter=100, learning_rate=0.08, max_depth=3, min_samples_leaf=max(2, min(10, len(y) // 20)),
+        monotonic_cst=[int(monotone.get(f, 0)) for f in features], early_stopping=False, random_state=0)
     model.fit(x, y)
-    trees = tuple(
-        Tree(feature=est.tree_.feature.astype(np.int64), threshold=est.tree_.threshold.astype(np.float64),
-             left=est.tree_.children_left.astype(np.int64), right=est.tree_.children_right.astype(np.int64),
-             value=est.tree_.value[:, 0, 0].astype(np.float64))
-        for est in model.estimators_[:, 0])
-    return TreeEnsemble(features=tuple(features), init=float(np.ravel(model.init_.constant_)[0]),
-                        learning_rate=float(model.learning_rate), trees=trees)
+    trees = []
+    for (predictor,) in model._predictors:  # one tree per iteration (a single output); leaf values are shrunk
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        trees.append(Tree(feature=np.where(leaf, -2, nodes["feature_idx"].astype(np.int64)),
+                          threshold=np.where(leaf, -2.0, nodes["num_threshold"].astype(np.float64)),
+                          left=np.where(leaf, -1, nodes["left"].astype(np.int64)),
+                          right=np.where(leaf, -1, nodes["right"].astype(np.int64)),
+                          value=np.where(leaf, nodes["value"], 0.0).astype(np.float64)))
+    return TreeEnsemble(features=tuple(features), init=float(np.ravel(model._baseline_prediction)[0]),
+                        learning_rate=1.0, trees=tuple(trees))
