@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wattcounts_pipeline.core.errors import ReleaseError
+from wattcounts_pipeline.core.hub_call import redacted_call
 from wattcounts_pipeline.hub.release import verify_checksums, version_key
 
 logger = logging.getLogger(__name__)
@@ -215,26 +215,5 @@ def _same_files(remote: dict[str, tuple[str, str | None]], local: dict[str, tupl
 
 
 def _redacted(token: str, what: str, timeout_s: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one Hub call within `timeout_s`; on failure raise a ReleaseError whose message and chain cannot
-    hold the token. The deadline covers the client's own retries too; huggingface_hub's shared client has no
-    timeout of its own, so a call past the deadline is abandoned in its daemon thread (not the process's to fix)."""
-    outcome: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            outcome["value"] = fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any client, HTTP or OS error of the Hub call
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=call, name="hub-call", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise ReleaseError(f"Hub error while {what}: no answer within {timeout_s:g} s (endpoint down or hung?)")
-    exc = outcome.get("error")
-    if exc is None:
-        return outcome["value"]
-    if isinstance(exc, ReleaseError):
-        raise exc
-    message = f"{type(exc).__name__}: {exc}".replace(token, "***")
-    raise ReleaseError(f"Hub error while {what}: {message}")  # raised outside `except`: no chained exception
+    """One Hub call within `timeout_s` (its retries included), its failure a ReleaseError without the token."""
+    return redacted_call(token, what, timeout_s, ReleaseError, fn, *args, **kwargs)

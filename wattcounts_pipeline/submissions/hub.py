@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wattcounts_pipeline.core.errors import SubmissionError
+from wattcounts_pipeline.core.hub_call import redacted_call
 from wattcounts_pipeline.submissions.archive import DEFAULT_LIMITS, Limits
 from wattcounts_pipeline.submissions.bundle import inspect_archive
 from wattcounts_pipeline.submissions.pack import pack_bundle, rejection_message
@@ -58,26 +58,8 @@ def _endpoint(endpoint: str | None) -> str | None:
 
 
 def _hub_call(token: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """One Hub call within HUB_TIMEOUT_S; a failure becomes a SubmissionError whose message and chain cannot hold
-    the token (huggingface_hub waits forever on a hung endpoint, so the call runs in a daemon thread)."""
-    outcome: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            outcome["value"] = fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any client, HTTP or OS error of the Hub call
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=call, name="hub-call", daemon=True)
-    worker.start()
-    worker.join(HUB_TIMEOUT_S)
-    if worker.is_alive():
-        raise SubmissionError(f"Hub error while {what}: no answer within {HUB_TIMEOUT_S:g} s")
-    exc = outcome.get("error")
-    if exc is None:
-        return outcome["value"]
-    message = f"{type(exc).__name__}: {exc}".replace(token, "***")
-    raise SubmissionError(f"Hub error while {what}: {message}")  # raised outside `except`: no chained exception
+    """One Hub call within HUB_TIMEOUT_S, its failure a SubmissionError that cannot hold the token."""
+    return redacted_call(token, what, HUB_TIMEOUT_S, SubmissionError, fn, *args, **kwargs)
 
 
 def _summary(inspection: Any) -> str:
