@@ -168,6 +168,7 @@ def hardware_for_row(gpu_name: str | None, gpu_count: int, cpu_model: str | None
     return hardware_catalog()[CPU_FALLBACK]
 
 
+@functools.lru_cache(maxsize=4096)  # the catalog is fixed per process; a recommendation asks for the same few names ~2,000 times
 def _match_architecture(text: str) -> Architecture | None:
     """The catalogued architecture whose longest name occurs in `text` as a whole token run."""
     target, best, best_len = _model_norm(text), None, 0
