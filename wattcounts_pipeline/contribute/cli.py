@@ -5,9 +5,9 @@ nothing."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
+
+from wattcounts_pipeline.submissions.cli import report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,22 +100,13 @@ def _measure(args: argparse.Namespace) -> int:
     return measure_command(args)
 
 
-def _report(args: argparse.Namespace, code: int, doc: dict, text: str) -> int:
-    """One JSON document on stdout with --json, else `text` (stdout when it worked, stderr when not)."""
-    if args.json:
-        print(json.dumps({"ok": code == 0, "exit_code": code, **doc}, default=str))
-    elif text:
-        print(text, file=sys.stdout if code == 0 else sys.stderr)
-    return code
-
-
 def _bundle(args: argparse.Namespace) -> int:
     from wattcounts_pipeline.contribute.convert import Contributor, bundle_from_sweep
     from wattcounts_pipeline.core.errors import SubmissionError
     from wattcounts_pipeline.submissions.pack import check_bundle, rejection_message
 
     if not args.consent:
-        return _report(args, 2, {"error": "--consent is required"},
+        return report(args, 2, {"error": "--consent is required"},
                        "wattcounts bundle: error: --consent: a bundle is published under CC-BY-4.0 only with your "
                        "consent")
     contributor = Contributor(args.contributor_name, args.handle, args.contact, args.affiliation, consent=True)
@@ -125,8 +116,8 @@ def _bundle(args: argparse.Namespace) -> int:
                                    only=set(args.only) if args.only else None)
         bid, reasons = check_bundle(folder)
     except SubmissionError as exc:
-        return _report(args, 1, {"error": str(exc)}, str(exc))
+        return report(args, 1, {"error": str(exc)}, str(exc))
     if reasons:
-        return _report(args, 1, {"bundle": str(folder), "bundle_id": bid, "reasons": reasons},
+        return report(args, 1, {"bundle": str(folder), "bundle_id": bid, "reasons": reasons},
                        rejection_message(folder, reasons))
-    return _report(args, 0, {"bundle": str(folder), "bundle_id": bid}, f"{bid} {folder}")
+    return report(args, 0, {"bundle": str(folder), "bundle_id": bid}, f"{bid} {folder}")

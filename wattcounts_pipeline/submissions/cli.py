@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-def _report(args: argparse.Namespace, code: int, doc: dict, text: str) -> int:
-    """One JSON document on stdout with --json, else `text` (stdout when it worked, stderr when not)."""
+def report(args: argparse.Namespace, code: int, doc: dict, text: str) -> int:
+    """One JSON document on stdout with --json, else `text` (stdout when it worked, stderr when not); the
+    contribute commands answer the same way."""
     if args.json:
         print(json.dumps({"ok": code == 0, "exit_code": code, **doc}, default=str))
     elif text:
@@ -40,22 +41,22 @@ def _run(args: argparse.Namespace) -> int:
     from wattcounts_pipeline.core.errors import SubmissionError
 
     if not args.folder.is_dir():
-        return _report(args, 2, {"error": f"{args.folder}: no such bundle folder"},
+        return report(args, 2, {"error": f"{args.folder}: no such bundle folder"},
                        f"wattcounts submit: error: {args.folder}: no such bundle folder")
     if args.to_hub is not None:
         if args.inbox is not None:
-            return _report(args, 2, {"error": "--to-hub and --inbox exclude each other"},
+            return report(args, 2, {"error": "--to-hub and --inbox exclude each other"},
                            "wattcounts submit: error: --to-hub: give --to-hub or --inbox, not both")
         if args.to_hub.count("/") != 1:
-            return _report(args, 2, {"error": f"--to-hub {args.to_hub!r}: expected org/name"},
+            return report(args, 2, {"error": f"--to-hub {args.to_hub!r}: expected org/name"},
                            f"wattcounts submit: error: --to-hub: {args.to_hub!r} is not a dataset id (org/name)")
         from wattcounts_pipeline.submissions.hub import submit_to_hub
 
         try:
             pr = submit_to_hub(args.folder, args.to_hub)
         except SubmissionError as exc:
-            return _report(args, 1, {"error": str(exc)}, str(exc))
-        return _report(args, 0, {"bundle_id": pr.bundle_id, "repo_id": pr.repo_id, "path": pr.path_in_repo,
+            return report(args, 1, {"error": str(exc)}, str(exc))
+        return report(args, 0, {"bundle_id": pr.bundle_id, "repo_id": pr.repo_id, "path": pr.path_in_repo,
                                  "pr_url": pr.pr_url, "pr_num": pr.pr_num},
                        f"{pr.bundle_id} {pr.pr_url}")
     from wattcounts_pipeline.submissions.pack import submit
@@ -63,6 +64,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         bid, path = submit(args.folder, args.inbox)
     except SubmissionError as exc:
-        return _report(args, 1, {"error": str(exc)}, str(exc))
-    return _report(args, 0, {"bundle_id": bid, "path": str(path)}, f"{bid} {path}")
+        return report(args, 1, {"error": str(exc)}, str(exc))
+    return report(args, 0, {"bundle_id": bid, "path": str(path)}, f"{bid} {path}")
 
