@@ -61,6 +61,42 @@ def counter_problem(key: str, domain: str, c0_j: float | None, c1_j: float | Non
     return ""
 
 
+@dataclass(frozen=True)
+class CounterOrTrace:
+    """One window's energy per GPU domain: the counter difference, or the integrated trace where the counter
+    cannot be trusted (`counter_problem`), with both numbers kept and each fallback flagged."""
+
+    energy_j: dict[str, float]
+    integrated_j: dict[str, float]
+    flags: list[str]
+    fell_back: bool
+
+
+def counter_or_trace(key: str, domains: Sequence[str], sampler: PowerSampler, begin_t_s: float, end_t_s: float,
+                     begin_counter_j: dict[str, float | None], end_counter_j: dict[str, float | None],
+                     min_counter_window_s: float) -> CounterOrTrace:
+    """The protocol every counter-and-trace meter (this one, the Zeus meter) applies to one window."""
+    energy_j: dict[str, float] = {}
+    integrated_j: dict[str, float] = {}
+    flags: list[str] = []
+    for domain in domains:
+        t_s, power_w = sampler.power_series(domain, begin_t_s, end_t_s, n_domains=len(domains))
+        integrated_j[domain] = integrate_energy_j(t_s, power_w, begin_t_s, end_t_s)
+        c0, c1 = begin_counter_j[domain], end_counter_j[domain]
+        problem = counter_problem(key, domain, c0, c1, end_t_s - begin_t_s, min_counter_window_s)
+        energy_j[domain] = integrated_j[domain] if problem else c1 - c0  # type: ignore[operator]
+        if problem:
+            flags.append(f"{domain}:{problem}")
+    return CounterOrTrace(energy_j, integrated_j, flags, fell_back=bool(flags))
+
+
+def trace_samples(sampler: PowerSampler | None, begin_t_s: float, end_t_s: float) -> tuple[PowerSample, ...]:
+    """The sampler's rows inside the window, timed from its start."""
+    rows = sampler.samples(begin_t_s, end_t_s) if sampler is not None else []
+    return tuple(PowerSample(t_s=r[0] - begin_t_s, domain=r[1], power_w=r[2], temperature_c=r[3],
+                             sm_clock_mhz=r[4], energy_j=r[5]) for r in rows)
+
+
 class NvmlMeter(EnergyMeter):
     """Energy of the selected GPUs; domains are "gpu:<CUDA ordinal>".
 
@@ -152,35 +188,21 @@ class NvmlMeter(EnergyMeter):
 
     def _reading(self, key: str, duration_s: float, begin: _Edge, end: _Edge) -> EnergyReading:
         self._raise_sampler_error()
-        energy_j: dict[str, float] = {}
-        integrated_j: dict[str, float] = {}
         flags: list[str] = []
-        fell_back = False
         if end.t_s - begin.t_s < ADVISED_MIN_WINDOW_S:
             flags.append("short_window")
         oldest_t_s = self.sampler.oldest_t_s
         if oldest_t_s is not None and oldest_t_s > begin.t_s:
             flags.append("samples_truncated")
-        for domain in self.domains:
-            t_s, power_w = self.sampler.power_series(domain, begin.t_s, end.t_s, n_domains=len(self.domains))
-            integrated_j[domain] = integrate_energy_j(t_s, power_w, begin.t_s, end.t_s)
-            problem = counter_problem(key, domain, begin.counter_j[domain], end.counter_j[domain],
-                                      end.t_s - begin.t_s, self.min_counter_window_s)
-            c0, c1 = begin.counter_j[domain], end.counter_j[domain]
-            energy_j[domain] = integrated_j[domain] if problem else c1 - c0  # type: ignore[operator]
-            if problem:
-                flags.append(f"{domain}:{problem}")
-                fell_back = True
+        window = counter_or_trace(key, self.domains, self.sampler, begin.t_s, end.t_s, begin.counter_j,
+                                  end.counter_j, self.min_counter_window_s)
         info = self.describe()
         info["temperature_start_c"] = [begin.temperature_c[d] for d in self.domains]
         info["temperature_end_c"] = [end.temperature_c[d] for d in self.domains]
-        samples = tuple(PowerSample(t_s=r[0] - begin.t_s, domain=r[1], power_w=r[2], temperature_c=r[3],
-                                    sm_clock_mhz=r[4], energy_j=r[5])
-                        for r in self.sampler.samples(begin.t_s, end.t_s))
-        return EnergyReading(key=key, duration_s=duration_s, energy_j=energy_j,
-                             method="nvml_power_integration" if fell_back else "nvml_counter",
-                             flags=tuple(flags), samples=samples, device_info=info,
-                             integrated_energy_j=integrated_j)
+        return EnergyReading(key=key, duration_s=duration_s, energy_j=window.energy_j,
+                             method="nvml_power_integration" if window.fell_back else "nvml_counter",
+                             flags=tuple(flags + window.flags), samples=trace_samples(self.sampler, begin.t_s, end.t_s),
+                             device_info=info, integrated_energy_j=window.integrated_j)
 
     def describe(self) -> dict[str, Any]:
         gpus = [self._describe_device(d) for d in self.devices]

@@ -28,10 +28,15 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 from wattcounts_pipeline.core.errors import MeterError
-from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading, PowerSample
+from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name
-from wattcounts_pipeline.meters.nvml import ADVISED_MIN_WINDOW_S, DEFAULT_MIN_COUNTER_WINDOW_S, counter_problem
-from wattcounts_pipeline.meters.sampler import DEFAULT_PERIOD_S, PowerSampler, ProbeRow, integrate_energy_j
+from wattcounts_pipeline.meters.nvml import (
+    ADVISED_MIN_WINDOW_S,
+    DEFAULT_MIN_COUNTER_WINDOW_S,
+    counter_or_trace,
+    trace_samples,
+)
+from wattcounts_pipeline.meters.sampler import DEFAULT_PERIOD_S, PowerSampler, ProbeRow
 
 logger = logging.getLogger(__name__)
 
@@ -244,23 +249,18 @@ class ZeusMeter(EnergyMeter):
 
     def _reading(self, key: str, duration_s: float, begin: _Edge, end: _Edge) -> EnergyReading:
         self._raise_sampler_error()
+        flags: list[str] = []
         energy_j: dict[str, float] = {}
         integrated_j: dict[str, float] = {}
-        flags: list[str] = []
         fell_back = False
-        window_s = end.t_s - begin.t_s
-        if self.domains and window_s < ADVISED_MIN_WINDOW_S:
+        if self.domains and end.t_s - begin.t_s < ADVISED_MIN_WINDOW_S:
             flags.append("short_window")
-        for domain in self.domains:
+        if self.domains:
             assert self.sampler is not None
-            t_s, power_w = self.sampler.power_series(domain, begin.t_s, end.t_s, n_domains=len(self.domains))
-            integrated_j[domain] = integrate_energy_j(t_s, power_w, begin.t_s, end.t_s)
-            c0, c1 = begin.gpu_counter_j[domain], end.gpu_counter_j[domain]
-            problem = counter_problem(key, domain, c0, c1, window_s, self.min_counter_window_s)
-            energy_j[domain] = integrated_j[domain] if problem else c1 - c0  # type: ignore[operator]
-            if problem:
-                flags.append(f"{domain}:{problem}")
-                fell_back = True
+            window = counter_or_trace(key, self.domains, self.sampler, begin.t_s, end.t_s, begin.gpu_counter_j,
+                                      end.gpu_counter_j, self.min_counter_window_s)
+            energy_j, integrated_j, fell_back = dict(window.energy_j), window.integrated_j, window.fell_back
+            flags += window.flags
         for domain, j1 in end.other_j.items():
             delta_j = j1 - begin.other_j.get(domain, j1)
             if delta_j < 0:
@@ -270,12 +270,10 @@ class ZeusMeter(EnergyMeter):
         info = self.describe()
         info["temperature_start_c"] = [begin.gpu_temperature_c.get(d) for d in self.domains]
         info["temperature_end_c"] = [end.gpu_temperature_c.get(d) for d in self.domains]
-        samples = tuple(PowerSample(t_s=r[0] - begin.t_s, domain=r[1], power_w=r[2], temperature_c=r[3],
-                                    sm_clock_mhz=r[4], energy_j=r[5])
-                        for r in (self.sampler.samples(begin.t_s, end.t_s) if self.sampler else []))
         return EnergyReading(key=key, duration_s=duration_s, energy_j=energy_j,
                              method=self._integrated_method if fell_back else self.method, flags=tuple(flags),
-                             samples=samples, device_info=info, integrated_energy_j=integrated_j)
+                             samples=trace_samples(self.sampler, begin.t_s, end.t_s), device_info=info,
+                             integrated_energy_j=integrated_j)
 
     # ------------------------------------------------------------ description
 
