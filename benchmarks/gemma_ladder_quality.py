@@ -119,15 +119,10 @@ def machine_info() -> dict[str, str]:
     import llama_cpp
     import lm_eval
 
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from wattcounts_pipeline.meters.estimate import cpu_model_name
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model_name(),
         "logical cores": str(os.cpu_count()),
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
         "os": platform.platform(),

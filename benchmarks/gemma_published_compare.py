@@ -157,15 +157,10 @@ def machine_info(load: str) -> dict[str, str]:
     import llama_cpp
     import lm_eval
 
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from wattcounts_pipeline.meters.estimate import cpu_model_name
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model_name(),
         "logical cores": str(os.cpu_count()),
         "1-min load average during the run (this process alone ≈ 2)": load,
         "os": platform.platform(),
