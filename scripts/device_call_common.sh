@@ -4,7 +4,7 @@
 # resumes past every recorded folder under data/measurements/ of this card model (unless WATTCOUNTS_REPEAT is set) and stops
 # starting specs `margin` seconds before the deadline; call_pack packs $OUT/NAME.tgz.
 #   call_begin NAME SECONDS
-#   call_sweep EXPERIMENT.yaml MARGIN_S
+#   call_sweep "EXPERIMENT.yaml [MORE.yaml...]" MARGIN_S   (specs in file order)
 #   call_pack
 call_begin() {
   name=$1 deadline=$((SECONDS + $2 - 25))
@@ -23,7 +23,7 @@ call_sweep() {
   [ -z "${WATTCOUNTS_REPEAT:-}" ] && for d in data/measurements/*/; do
     grep -qF "\"gpu_name\": \"$gpu\"" "$d/meter.json" 2>/dev/null && recorded+=(--recorded "$d")
   done
-  [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.cli sweep "$experiment" --cold-idle-s 10 \
+  [ "$(left)" -gt $((margin + 15)) ] && timeout "$(left)" python3 -m wattcounts_pipeline.cli sweep $experiment --cold-idle-s 10 \
     --out "$R/sweep" "${recorded[@]}" --max-seconds $(($(left) - margin)) \
     ${WATTCOUNTS_SWEEP_ONLY:+--only="$WATTCOUNTS_SWEEP_ONLY"} > "$R/sweep.log" 2>&1
 }

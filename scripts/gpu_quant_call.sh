@@ -2,8 +2,8 @@
 # One timed call on a lent GPU host (the device tool, `$OUT` set): torchao and bitsandbytes formats through
 # transformers (experiments/gpu_quant.yaml), the wheels carried in .whl/ (torchao 3.4 MB, bitsandbytes 43 MB).
 #   scripts/gpu_quant_call.sh NAME SECONDS
-# WATTCOUNTS_EXPERIMENT: another experiment file (default experiments/gpu_quant.yaml); WATTCOUNTS_SWEEP_ONLY: measure
-# only keys containing it. Results: $OUT/NAME.tgz (the sweep folder, logs,
+# WATTCOUNTS_EXPERIMENT: other experiment files, space-separated (default experiments/gpu_quant.yaml); WATTCOUNTS_SWEEP_ONLY: measure
+# only keys containing any of its comma-separated parts. Results: $OUT/NAME.tgz (the sweep folder, logs,
 # env.txt). Nothing is changed on the card.
 set -u
 . scripts/device_call_common.sh

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--out", type=Path, required=True, help="results folder (resumed if it exists)")
     sweep.add_argument("--meter", default=None, help="nvml | rapl | estimate (default: best available)")
     sweep.add_argument("--max-seconds", type=float, default=None, help="start no new spec after this long")
-    sweep.add_argument("--only", default="", help="measure only keys containing this text")
+    sweep.add_argument("--only", default="", help="measure only keys containing this text (comma-separated: any of them)")
     sweep.add_argument("--recorded", type=Path, action="append", default=[],
                        help="a sweep folder whose measured specs are skipped (repeatable)")
     sweep.add_argument("--hardware", default=None,

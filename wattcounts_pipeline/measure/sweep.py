@@ -166,7 +166,8 @@ def sweep_command(args: argparse.Namespace) -> int:
             logger.error("skipping %s", exc)
     if bad_files and not loaded:
         return 2
-    specs = [s for s in loaded.values() if args.only in s.key]
+    wanted = args.only.split(",")  # "" keeps every spec
+    specs = [s for s in loaded.values() if any(part in s.key for part in wanted)]
     if args.hardware:
         specs = [dataclasses.replace(s, hardware=args.hardware.lower()) for s in specs]
     if args.shards > 1:
