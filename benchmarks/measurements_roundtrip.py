@@ -6,7 +6,7 @@ Usage:
 
 For every folder under data/measurements/ (or --root): `done_keys`, and every table of `load_sweep`; for every
 recorded configuration id: every table `find_recorded` hands the `measurements` asset (the first folder that
-holds it, as the asset sees them). A table's fingerprint covers its column names and order, dtypes, index,
+holds it on each machine, as the asset sees them). A table's fingerprint covers its column names and order, dtypes, index,
 and each column's values: numeric columns by their raw bytes (float bits, NaN payloads included), the others
 by the type and repr of each value (None vs NaN vs a string stay distinct; repr of a float is exact).
 """
@@ -59,9 +59,9 @@ def collect(root: Path) -> dict:
     for key in sorted(keys):
         found = find_recorded(key, folders)
         assert found is not None, key
-        folder, tables = found
-        out["recorded"][key] = {"folder": folder.name,
-                                "tables": {name: fingerprint(frame) for name, frame in tables.items()}}
+        served, tables = found
+        where = {"folder": served[0].name} if len(served) == 1 else {"folders": [f.name for f in served]}
+        out["recorded"][key] = {**where, "tables": {name: fingerprint(frame) for name, frame in tables.items()}}
     return out
 
 

@@ -61,7 +61,7 @@ def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1",
     t = time.perf_counter()
     folder = build_release(tables, version, out)
     timings["release_s"] = time.perf_counter() - t
-    stats: dict[str, object] = {"configurations": len(keys), "quarantined_rows": quarantined,
+    stats: dict[str, object] = {"configurations": len(tables["configurations"]), "quarantined_rows": quarantined,
                                 **{f"{n}_rows": len(f) for n, f in tables.items()},
                                 **{k: round(v, 2) for k, v in timings.items()}}
     return folder, stats

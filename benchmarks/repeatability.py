@@ -42,14 +42,16 @@ def per_call_means(root: Path) -> pd.DataFrame:
         g = runs.groupby("configuration_id").agg(energy_per_token_j=("energy_per_token_j", "mean"),
                                                  tokens_per_s=("tokens_per_s", "mean"),
                                                  min_window_s=("duration_s", "min"))
-        frames.append(g.reset_index().assign(call=folder.name, card=_card(folder, runs)))
+        model = str(runs["gpu_name"].dropna().iloc[0]) if "gpu_name" in runs and runs["gpu_name"].notna().any() else "cpu"
+        frames.append(g.reset_index().assign(call=folder.name, card=_card(folder, runs), card_model=model))
     return pd.concat(frames, ignore_index=True)
 
 
 def spread(means: pd.DataFrame) -> pd.DataFrame:
-    """Configurations in ≥ 2 calls: the largest relative difference between calls, per metric."""
+    """Configurations in ≥ 2 calls on one card model (an H100 call and an H200 call of one spec are two
+    configurations, not a repeat): the largest relative difference between calls, per metric."""
     rows = []
-    for cid, g in means.groupby("configuration_id"):
+    for (cid, _), g in means.groupby(["configuration_id", "card_model"]):
         if g["call"].nunique() < 2:
             continue
         rel = {m: float(g[m].max() / g[m].min() - 1) for m in ("energy_per_token_j", "tokens_per_s")}

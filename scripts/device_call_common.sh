@@ -16,7 +16,7 @@ call_begin() {
 left() { echo $((deadline - SECONDS)); }
 call_sweep() {
   local experiment=$1 margin=$2 recorded=()
-  # WATTCOUNTS_REPEAT=1: measure recorded specs again (a repeatability call: the release keeps the rows of the first folder by name)
+  # WATTCOUNTS_REPEAT=1: measure recorded specs again (a repeatability call: the release keeps the rows of the first folder by name on each card model)
   # a folder counts as recorded only if its meter ran on this card model (meter.json's gpu_name): a
   # `hardware: any` spec measured on an H100 is not measured for an H200
   local gpu; gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)

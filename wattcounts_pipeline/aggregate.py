@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pandas as pd
 
 from wattcounts_pipeline.core.contracts import load_contract
+from wattcounts_pipeline.core.hardware import hardware_suffix
 from wattcounts_pipeline.core.stats import Z95, t95
 from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH
 from wattcounts_pipeline.quality.derive import BF16_LABELS, MC_TASKS
@@ -98,7 +98,7 @@ def configuration_keys(runs: pd.DataFrame) -> pd.Series:
     mixed = (hardware.groupby(key).transform("nunique") > 1).to_numpy()
     if not submitted.any() and not mixed.any():
         return runs["configuration_id"]
-    return key.where(~mixed, key + "-" + hardware.map(lambda h: hashlib.sha256(h.encode()).hexdigest()[:6]))
+    return key.where(~mixed, key + "-" + hardware.map(hardware_suffix))
 
 
 def _with_identity(runs: pd.DataFrame, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -120,18 +120,25 @@ def test_two_machines_measuring_one_spec_are_two_configurations(tmp_path: Path, 
     assert by_source.loc[f"submission:{first}", "gpu_name"] == GPU_HARDWARE["gpu_name"]
 
 
-def test_recorded_h200_data_aggregates_as_before() -> None:
-    """Our rows keep their configuration ids: one row per id, every recorded run counted once."""
+def test_recorded_data_aggregates_one_row_per_id_and_machine() -> None:
+    """Our recorded rows as the `measurements` asset serves them: one configuration per id, except an id measured
+    on two cards (a `hardware: any` spec run on an H100 and an H200), which is one configuration per card;
+    every served run counted once."""
     from wattcounts_pipeline.aggregate import aggregate, configuration_keys
-    from wattcounts_pipeline.measure.store import load_sweep
-    folders = sorted((REPO / "data" / "measurements").iterdir())
-    parts = [load_sweep(f) for f in folders]
-    runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
-    requests = pd.concat([p["requests"] for p in parts], ignore_index=True)
-    assert configuration_keys(runs).equals(runs["configuration_id"])
+    from wattcounts_pipeline.measure.store import done_keys, find_recorded
+    folders = sorted(p for p in (REPO / "data" / "measurements").iterdir() if p.is_dir())
+    served = [find_recorded(key, folders) for key in sorted(set().union(*map(done_keys, folders)))]
+    runs = pd.concat([tables["runs"] for _, tables in served], ignore_index=True)
+    requests = pd.concat([tables["requests"] for _, tables in served], ignore_index=True)
+    two_cards = {tables["runs"]["configuration_id"].iloc[0] for where, tables in served if len(where) > 1}
+    assert "llama-3.1-8b-transformers-bf16-decode-128-256-b32-0b0e48d9" in two_cards  # H200 2026-11-26, H100 2026-12-05
+    keys = configuration_keys(runs)
+    renamed = keys != runs["configuration_id"]
+    assert set(runs.loc[renamed, "configuration_id"]) == two_cards
     configs = aggregate(runs, requests, pd.DataFrame())
-    assert list(configs["configuration_id"]) == sorted(runs["configuration_id"].unique())
-    assert configs["n_runs"].sum() == len(runs)
+    assert list(configs["configuration_id"]) == sorted(keys.unique())
+    assert configs["n_runs"].sum() == len(runs) and runs["run_id"].is_unique
+    assert len(configs) == len(served) + len(two_cards)
 
 
 def test_one_spec_of_ours_on_two_cards_is_two_configurations() -> None:

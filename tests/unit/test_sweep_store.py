@@ -19,10 +19,11 @@ from wattcounts_pipeline.measure.sweep import _append
 KEYS = ["tiny-a-b1-0000aaaa", "tiny-b-b4-1111bbbb", "tiny-c-b8-2222cccc"]
 
 
-def _spec_rows(folder: Path, key: str, n_runs: int = 2, with_runs: bool = True, only_runs: bool = False) -> None:
+def _spec_rows(folder: Path, key: str, n_runs: int = 2, with_runs: bool = True, only_runs: bool = False,
+               hardware_id: str = "1x NVIDIA H200") -> None:
     """One spec's rows as the sweep writes them, with the awkward values real rows carry."""
     runs = pd.DataFrame([{
-        "run_id": f"{key}/r{i}", "configuration_id": key, "repetition": i, "batch_size": 4,
+        "run_id": f"{key}/r{i}", "configuration_id": key, "repetition": i, "batch_size": 4, "hardware_id": hardware_id,
         "duration_s": 1.8610111079999996 + i, "energy_j": 0.1 + 0.2, "tiny_j": 5e-324, "neg_zero": -0.0,
         "cpu_energy_j": None, "maybe_j": None if i == 0 else 2.5, "maybe_n": None if i else 3,
         "short": bool(i), "energy_flags": None if i else "short_window",
@@ -77,7 +78,7 @@ def test_pack_reads_back_identical(sweep: Path) -> None:
     assert after["done"] == before["done"]
     _assert_same(before["sweep"], after["sweep"])
     for key in KEYS[:2]:
-        assert after["recorded"][key][0] == sweep
+        assert after["recorded"][key][0] == [sweep]
         _assert_same(before["recorded"][key][1], after["recorded"][key][1])
     runs = after["sweep"]["runs"]
     assert runs["cpu_energy_j"].tolist() == [None] * 5  # all-null stays None, not NaN
@@ -113,6 +114,29 @@ def test_in_progress_jsonl_and_resumed_pack(sweep: Path) -> None:
     pack_sweep(sweep)  # merges the new rows into the parquet
     assert not (sweep / "runs.jsonl").exists()
     _assert_same(merged, load_sweep(sweep))
+
+
+def test_recorded_rows_come_from_the_first_folder_of_each_machine(tmp_path: Path) -> None:
+    """A repeat call on the same card is not served twice; another card's call is served beside it, with
+    run ids told apart by the suffix `aggregate.configuration_keys` gives that card's configuration."""
+    from wattcounts_pipeline.aggregate import configuration_keys
+    from wattcounts_pipeline.core.hardware import hardware_suffix
+    h100, h200, h200_repeat = (tmp_path / name for name in ("h100-a", "h200-a", "h200-b-repeat"))
+    for folder, machine in ((h100, "1x NVIDIA H100 80GB HBM3"), (h200, "1x NVIDIA H200"),
+                            (h200_repeat, "1x NVIDIA H200")):
+        folder.mkdir()
+        _spec_rows(folder, KEYS[0], hardware_id=machine)
+    _spec_rows(h200, KEYS[1])
+    served, picked = find_recorded(KEYS[0], [h100, h200, h200_repeat])
+    assert served == [h100, h200]  # the H200 repeat call is not served
+    assert len(picked["runs"]) == 4 and picked["runs"]["run_id"].is_unique
+    assert len(picked["requests"]) == 12 and len(picked["power_traces"]) == 20
+    assert set(picked["requests"]["run_id"]) == set(picked["runs"]["run_id"]) == set(picked["power_traces"]["run_id"])
+    keys = configuration_keys(picked["runs"].assign(source="ours"))
+    assert set(keys) == {f"{KEYS[0]}-{hardware_suffix(m)}" for m in ("1x NVIDIA H100 80GB HBM3", "1x NVIDIA H200")}
+    assert (picked["runs"]["run_id"].str.rsplit("/", n=1).str[0] == keys).all()
+    served, picked = find_recorded(KEYS[1], [h100, h200])  # one machine: ids as recorded
+    assert served == [h200] and picked["runs"]["run_id"].tolist() == [f"{KEYS[1]}/r0", f"{KEYS[1]}/r1"]
 
 
 def test_corrupt_parquet_names_the_file(sweep: Path) -> None:

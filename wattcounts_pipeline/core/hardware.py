@@ -10,6 +10,7 @@ node selector, tolerations and resource limits; a Celery deployment gives it a q
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,12 @@ def hardware_tag(spec: HardwareSpec) -> str:
     else:
         base = "cpu"
     return f"{base}-x{spec.gpus}" if spec.gpus > 1 else base
+
+
+def hardware_suffix(hardware_id: str) -> str:
+    """Six hex digits of sha256(hardware_id): appended to the id of a configuration measured on several
+    machines, so each machine's rows are a configuration of their own (the same suffix wherever it is made)."""
+    return hashlib.sha256(str(hardware_id).encode()).hexdigest()[:6]
 
 
 def split_tag(tag: str) -> tuple[str, int]:

@@ -41,8 +41,8 @@ def _measure_partition(context: dg.AssetExecutionContext, key: str, experiments:
     recorded = find_recorded(spec.key, recorded_dirs)
     metadata: dict[str, object] = {}
     if recorded is not None:  # measured on another host (e.g. a GPU sweep) and committed under data/
-        folder, tables = recorded
-        metadata["recorded_in"] = dg.MetadataValue.path(str(folder))
+        folders, tables = recorded
+        metadata["recorded_in"] = dg.MetadataValue.json([str(folder) for folder in folders])
     else:
         energy_meter = meter.create(gpus=spec.gpus)
         try:

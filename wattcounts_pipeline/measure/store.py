@@ -25,6 +25,7 @@ import pandas as pd
 
 from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import RecordedDataError
+from wattcounts_pipeline.core.hardware import hardware_suffix
 from wattcounts_pipeline.core.vocab import MEASURED_TABLES
 
 logger = logging.getLogger(__name__)
@@ -93,25 +94,28 @@ def read_table(folder: Path, name: str) -> pd.DataFrame:
     return pd.DataFrame(frame.to_dict(orient="records") + rows)
 
 
-@functools.lru_cache(maxsize=64)
-def _done_keys(folder: str, stamp: Stamp) -> frozenset[str]:
+@functools.lru_cache(maxsize=256)
+def _machines(folder: str, stamp: Stamp) -> dict[str, str]:
+    """Configuration id -> `hardware_id` of every spec measured in `folder` (runs.parquet and runs.jsonl)."""
     path = Path(folder)
-    keys: set[str] = set()
+    machines: dict[str, str] = {}
     if (path / "runs.parquet").exists():
-        keys.update(k for k in _read_parquet(path / "runs.parquet", ["configuration_id"])["configuration_id"]
-                    if isinstance(k, str))
+        frame = _read_parquet(path / "runs.parquet")
+        hardware = frame["hardware_id"] if "hardware_id" in frame else pd.Series("", index=frame.index)
+        machines.update((k, str(h)) for k, h in zip(frame["configuration_id"], hardware) if isinstance(k, str))
     if (path / "runs.jsonl").exists():
         for line in (path / "runs.jsonl").read_text().splitlines():
             try:
-                keys.add(json.loads(line)["configuration_id"])
+                row = json.loads(line)
+                machines.setdefault(row["configuration_id"], str(row.get("hardware_id", "")))
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a kill mid-write
-    return frozenset(keys)
+    return machines
 
 
 def done_keys(out: Path) -> set[str]:
     """Configuration ids already measured (present in runs.parquet or runs.jsonl)."""
-    return set(_done_keys(*_stamp(out, ("runs",))))
+    return set(_machines(*_stamp(out, ("runs",))))
 
 
 def _configuration_ids(frame: pd.DataFrame) -> pd.Series:
@@ -130,7 +134,7 @@ class _Index:
 @functools.lru_cache(maxsize=16)
 def _index(folder: str, stamp: Stamp) -> _Index:
     path = Path(folder)
-    done = _done_keys(*_stamp(path, ("runs",)))
+    done = set(_machines(*_stamp(path, ("runs",))))
     tables, rows = {}, {}
     for name in TABLES:
         frame = read_table(path, name)
@@ -149,20 +153,33 @@ def load_sweep(folder: Path) -> dict[str, pd.DataFrame]:
     return {name: frame.copy() for name, frame in index.tables.items()}
 
 
-def find_recorded(key: str, folders: list[Path]) -> tuple[Path, dict[str, pd.DataFrame]] | None:
-    """The rows of configuration `key` from the first recorded sweep folder that holds it."""
+def find_recorded(key: str, folders: list[Path]) -> tuple[list[Path], dict[str, pd.DataFrame]] | None:
+    """The rows of configuration `key`: for each machine (`hardware_id`) those of the first folder that
+    holds the key on it. A later folder of the same machine is a repeat call (read for repeatability, not
+    served); another machine's rows are a configuration of their own, which `aggregate.configuration_keys`
+    names apart: their run ids get the same hardware suffix here, so each run id stays unique."""
+    served: dict[str, tuple[Path, dict[str, pd.DataFrame]]] = {}
     for folder in folders:
-        if key not in done_keys(folder):
+        machine = _machines(*_stamp(folder, ("runs",))).get(key)
+        if machine is None or machine in served:
             continue
         index = _index(*_stamp(folder, TABLES))
-        picked = {}
-        for name, frame in index.tables.items():
-            if frame.empty:
-                picked[name] = frame.copy()
-            else:
-                picked[name] = frame.take(index.rows[name].get(key, _NO_ROWS)).reset_index(drop=True)
-        return folder, picked
-    return None
+        served[machine] = folder, {name: frame.copy() if frame.empty else
+                                   frame.take(index.rows[name].get(key, _NO_ROWS)).reset_index(drop=True)
+                                   for name, frame in index.tables.items()}
+    if not served:
+        return None
+    if len(served) == 1:
+        folder, picked = next(iter(served.values()))
+        return [folder], picked
+    for machine, (_, picked) in served.items():
+        relabelled = f"{key}-{hardware_suffix(machine)}/"
+        for frame in picked.values():
+            if "run_id" in frame:
+                frame["run_id"] = frame["run_id"].str.replace(f"{key}/", relabelled, n=1, regex=False)
+    tables = {name: pd.concat([picked[name] for _, picked in served.values()], ignore_index=True)
+              for name in TABLES}
+    return [folder for folder, _ in served.values()], tables
 
 
 def _cells(series: pd.Series) -> object:
