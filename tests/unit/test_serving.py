@@ -364,3 +364,37 @@ def test_the_schema_the_spec_and_the_recommender_agree_on_their_words() -> None:
         FRAMEWORKS)
     assert allowed["mix"] == serving_spec.MIXES and allowed["load_mode"] == serving_spec.LOAD_MODES
     assert allowed["scenario"] == serving_spec.SCENARIO_NAMES == tuple(SCENARIOS)
+
+
+def test_gpu_3x2_file_has_six_closed_chat_sweeps_of_three_shapes_and_two_formats() -> None:
+    specs = load_serving(REPO / "experiments" / "serving" / "gpu_serving_3x2.yaml")
+    assert len(specs) == 6 and len({s.key for s in specs}) == 6
+    assert {(s.model.name, s.quantization) for s in specs} == {
+        (m, q) for m in ("llama-3.1-8b", "qwen2.5-7b", "mistral-7b-v0.3") for q in ("Q4_K_M", "Q8_0")}
+    for s in specs:
+        assert s.engine_kwargs == {"server": "llama-server", "n_gpu_layers": 99} and s.scenario == "chat"
+        assert (s.workload.input_tokens, s.workload.output_tokens) == (512, 256)
+        assert s.load.mode == "closed" and len(s.load.levels()) >= 5 and s.load.duration_s >= 10
+        assert max(s.load.levels()) > s.slots  # the last level queues: past saturation by construction
+
+
+def test_serving_sweep_script_selects_and_skips_recorded_sweeps(tmp_path: Path) -> None:
+    from benchmarks.serving_sweep import done_sweeps, select
+
+    specs = load_serving(REPO / "experiments" / "serving" / "gpu_serving_3x2.yaml")
+    assert [s.quantization for s in select(specs, "q4_k_m")] == ["Q4_K_M"] * 3
+    assert [s.model.name for s in select(specs, " Qwen , MISTRAL-7b-v0.3-llamacpp-server-q8_0")] == [
+        "qwen2.5-7b", "qwen2.5-7b", "mistral-7b-v0.3"]  # file order kept
+    assert select(specs, "") == specs and select(specs, "nothing-like-it") == []
+    a, b, c = (s.key for s in specs[:3])
+    (tmp_path / "call1" / "serving").mkdir(parents=True)
+    (tmp_path / "call1" / "serving" / "serving_x_h200.jsonl").write_text(
+        json.dumps({"sweep_id": a, "gpu_name": "NVIDIA H200"}) + "\n"
+        + json.dumps({"sweep_id": b, "gpu_name": "NVIDIA H100 80GB HBM3"}) + "\n" + '{"sweep_id": "' + c)  # cut line
+    (tmp_path / "load_points.jsonl").write_text(json.dumps({"sweep_id": c, "gpu_name": "NVIDIA H200"}) + "\n")
+    assert done_sweeps([tmp_path], "NVIDIA H200") == {a}  # other card, cut line, per-point files: not done
+    assert done_sweeps([tmp_path], "NVIDIA H100 80GB HBM3") == {b}
+    assert done_sweeps([tmp_path / "missing"], "NVIDIA H200") == set()
+    (tmp_path / "serving_cpu.jsonl").write_text(json.dumps({"sweep_id": c, "gpu_name": None,
+                                                            "hardware_id": "X (2 CPUs)"}))
+    assert done_sweeps([tmp_path], None, "X (2 CPUs)") == {c} and done_sweeps([tmp_path], None, "Y (2 CPUs)") == set()
