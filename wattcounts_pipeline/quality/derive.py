@@ -47,6 +47,15 @@ class Retention:
     citation: str
     table: str
     imatrix_gap: float = 0.0  # relative loss an importance matrix saved in the study; we quantize without one
+    # (task, n-shot) pairs behind a task_average; empty: OpenLLM v1 (every published card's average)
+    studied_tasks: frozenset[tuple[str, int]] = frozenset()
+    measured_here: bool = False  # measured by this project (its source says so), not published
+
+    def covers(self, task: str, num_fewshot: int) -> bool:
+        """Whether the study measured this task at this n-shot (a token proxy measures no task)."""
+        if self.kind == "token_proxy":
+            return False
+        return (task, num_fewshot) in (self.studied_tasks or OPENLLM_V1)
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,10 @@ def retentions() -> list[Retention]:
     return [Retention(format=e["format"], aliases=tuple(e.get("aliases", ())),
                       studied_architecture=e["studied_architecture"], kind=e["kind"], retention=e["retention"],
                       uncertainty=e["uncertainty"], citation=_cite(doc["sources"], e["source"], e["table"]),
-                      table=e["table"], imatrix_gap=e.get("imatrix_gap", 0.0)) for e in doc["retention"]]
+                      table=e["table"], imatrix_gap=e.get("imatrix_gap", 0.0),
+                      studied_tasks=frozenset((t, int(n)) for t, n in e.get("studied_tasks", ())),
+                      measured_here=bool(doc["sources"][e["source"]].get("measured_here", False)))
+            for e in doc["retention"]]
 
 
 def _family(architecture: str) -> str:
@@ -182,7 +194,7 @@ def derive_row(score: dict[str, Any], quantization: str, framework: str, retenti
     terms = {**(base_terms or {}), "retention": retention.uncertainty}
     if retention.studied_architecture != score["model"]:
         terms[f"studied on {retention.studied_architecture}"] = max(loss, TRANSFER_MIN_REL)
-    if retention.kind == "token_proxy" or (score["task"], score["num_fewshot"]) not in OPENLLM_V1:
+    if not retention.covers(score["task"], score["num_fewshot"]):
         terms["task/n-shot not in the study"] = SHOT_MISMATCH_REL
     if retention.imatrix_gap:
         terms["studied with an importance matrix, quantized here without"] = retention.imatrix_gap
@@ -191,7 +203,8 @@ def derive_row(score: dict[str, Any], quantization: str, framework: str, retenti
     basis = (f"stand-in scored by {score['scored_by']}, {score['model_revision']}, BF16" if score.get("scored_by")
              else f"published, {score['model_revision']}, BF16")
     recipe = (f"{score['task']} {score['num_fewshot']}-shot {score['metric']} {score['value']:.3f} ({basis}) × "
-              f"{quantization} retention {retention.retention:.5f} ({retention.kind}, {retention.table}); "
+              f"{quantization} retention {retention.retention:.5f} ({retention.kind}, "
+              f"{'measured by this project, ' if retention.measured_here else ''}{retention.table}); "
               f"95% interval: {widened}")
     return {**score, "quantization": quantization, "framework": framework, "source": "derived", "stderr": None,
             "citation": f"{score['citation']} | {retention.citation}", "recipe": recipe, "value": value,
