@@ -118,7 +118,7 @@ def measure_accuracy(model: Any, tok: Any, label: str, limit: int | None, batch_
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    from wattcounts_pipeline.quality.runner import BOOTSTRAP_ITERS, MAX_LENGTH, results_to_rows
+    from wattcounts_pipeline.quality.runner import BOOTSTRAP_ITERS, MAX_LENGTH, item_results, results_to_rows
     from wattcounts_pipeline.quality.tasks import build_task_manager, validate_task_data
 
     validate_task_data(list(TASKS))
@@ -134,16 +134,7 @@ def measure_accuracy(model: Any, tok: Any, label: str, limit: int | None, batch_
                            framework="transformers", limit=limit, lm_eval_version=lm_eval.__version__,
                            evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"))
     out: dict[str, Any] = {"seconds": time.perf_counter() - start, "tasks": {}}
-    for task in TASKS:
-        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
-        entry: dict[str, Any] = {}
-        for row in rows:
-            if row["task"] == task:
-                entry[row["metric"]] = {k: row[k] for k in ("value", "stderr", "n_samples", "value_ci95_low",
-                                                              "value_ci95_high")}
-        entry["correct"] = "".join(str(int(s["acc"])) for s in samples)
-        entry["doc_ids"] = [int(s["doc_id"]) for s in samples]
-        out["tasks"][task] = entry
+    out["tasks"] = item_results(results, rows, TASKS)
     return out
 
 
@@ -185,15 +176,6 @@ def measure_divergence(parent: Any, nf4: Any, tok: Any, n_windows: int) -> dict[
 
 
 # ---------------------------------------------------------------------------- comparisons
-def item_difference(a: str, b: str) -> dict[str, float]:
-    """Accuracy difference a - b over the same items, paired: normal interval of the per-item differences."""
-    x = np.frombuffer(a.encode(), dtype=np.uint8).astype(float) - np.frombuffer(b.encode(), dtype=np.uint8)
-    mean = float(x.mean())
-    half = Z95 * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half,
-            "discordant": int((x != 0).sum()), "n": len(x)}
-
-
 def retention(state: dict[str, Any]) -> dict[str, Any] | None:
     """Task-average retention NF4 / parent (mean of the task accuracies), with the relative half-width of its 95%
     interval from the paired per-item differences: the average difference's variance is the sum of the tasks'
@@ -402,6 +384,8 @@ def main() -> None:
                        {t: state["accuracy"][label]["tasks"][t]["acc"]["value"] for t in TASKS},
                        state["accuracy"][label]["seconds"])
         save(state, args.out)
+    from wattcounts_pipeline.quality.divergence import item_difference
+
     state["differences"] = {t: item_difference(state["accuracy"]["bnb-nf4"]["tasks"][t]["correct"],
                                                state["accuracy"]["parent"]["tasks"][t]["correct"]) for t in TASKS}
     state["total_s"] = time.perf_counter() - wall

@@ -29,7 +29,6 @@ import argparse
 import itertools
 import json
 import logging
-import math
 import multiprocessing
 import os
 import platform
@@ -43,8 +42,13 @@ import numpy as np
 
 from wattcounts_pipeline import paths
 from wattcounts_pipeline.backends.gguf_quant import requantize
-from wattcounts_pipeline.core.stats import Z95
-from wattcounts_pipeline.quality.divergence import N_CTX, divergence_from_parent, paired_difference, wikitext2_text
+from wattcounts_pipeline.quality.divergence import (
+    N_CTX,
+    divergence_from_parent,
+    item_difference,
+    paired_difference,
+    wikitext2_text,
+)
 
 logger = logging.getLogger("gemma_ladder_quality")
 
@@ -174,7 +178,7 @@ def measure_accuracy(path: Path, quant: str, tasks: tuple[str, ...], limit: int,
     import lm_eval
 
     from wattcounts_pipeline.quality.llamacpp_lm import LlamaCppLM
-    from wattcounts_pipeline.quality.runner import BOOTSTRAP_ITERS, MAX_LENGTH, results_to_rows
+    from wattcounts_pipeline.quality.runner import BOOTSTRAP_ITERS, MAX_LENGTH, item_results, results_to_rows
     from wattcounts_pipeline.quality.tasks import build_task_manager, validate_task_data
 
     validate_task_data(list(tasks))
@@ -191,15 +195,7 @@ def measure_accuracy(path: Path, quant: str, tasks: tuple[str, ...], limit: int,
                            evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"))
     out: dict[str, Any] = {"seconds": time.perf_counter() - start, "n_threads": n_threads or os.cpu_count(),
                            "tasks": {}}
-    for task in tasks:
-        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
-        entry: dict[str, Any] = {}
-        for row in rows:
-            if row["task"] == task:
-                entry[row["metric"]] = {k: row[k] for k in ("value", "stderr", "n_samples", "value_ci95_low",
-                                                              "value_ci95_high")}
-        entry["correct"] = "".join(str(int(s["acc"])) for s in samples)  # per item, doc_id order
-        out["tasks"][task] = entry
+    out["tasks"] = item_results(results, rows, tasks)
     return out
 
 
@@ -213,15 +209,6 @@ def _interval(values: np.ndarray) -> dict[str, float]:
     """Mean and 95% interval of per-window values (Student-t over windows)."""
     iv = paired_difference(np.asarray(values)[:, None], np.zeros((len(values), 1)))
     return {"mean": iv.mean, "ci95_low": iv.ci95_low, "ci95_high": iv.ci95_high}
-
-
-def _item_difference(a: str, b: str) -> dict[str, float]:
-    """Accuracy difference a - b over the same items, paired: normal interval of the per-item differences."""
-    x = np.frombuffer(a.encode(), dtype=np.uint8).astype(float) - np.frombuffer(b.encode(), dtype=np.uint8)
-    mean = float(x.mean())
-    half = Z95 * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half,
-            "discordant": int((x != 0).sum()), "n": len(x)}
 
 
 def _window_values(state: dict[str, Any], quant: str, key: str) -> np.ndarray | None:
@@ -250,7 +237,7 @@ def adjacent_comparisons(state: dict[str, Any]) -> list[dict[str, Any]]:
         if upper in acc and lower in acc:
             for task in acc[upper]["tasks"]:
                 if task in acc[lower]["tasks"]:
-                    entry["differences"][task] = _item_difference(acc[lower]["tasks"][task]["correct"],
+                    entry["differences"][task] = item_difference(acc[lower]["tasks"][task]["correct"],
                                                                    acc[upper]["tasks"][task]["correct"])
         for diff in entry["differences"].values():
             diff["beyond_noise"] = bool(not diff["ci95_low"] <= 0.0 <= diff["ci95_high"])

@@ -6,6 +6,9 @@
 #   call_begin NAME SECONDS
 #   call_sweep "EXPERIMENT.yaml [MORE.yaml...]" MARGIN_S   (specs in file order)
 #   call_pack
+#   call_llama_cuda   the CUDA llama.cpp build in /tmp/llama-cuda (`prefix`) with the environment the project's llama.cpp
+#                     backends read: unpacked from .llama/llama-cuda-bin.tar.xz.part-* (carry `.llama`) where a call
+#                     returned one, else built from .llama-src (~5 min) and returned in parts under $OUT
 call_begin() {
   name=$1 deadline=$((SECONDS + $2 - 25))
   R=$OUT/$name
@@ -30,4 +33,17 @@ call_sweep() {
 call_pack() {
   cp -r /tmp/wattcounts/logs "$R/" 2>/dev/null
   tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "$R"
+}
+call_llama_cuda() {
+  prefix=/tmp/llama-cuda
+  if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
+    cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
+  else
+    scripts/build_llamacpp_cuda.sh .llama-src/llama.cpp-0.3.36-src.tar.xz "$prefix" > "$R/build.log" 2>&1
+    (cd /tmp && XZ_OPT=-T0 tar cJf - llama-cuda) | split -b 15M - "$OUT/llama-cuda-bin.tar.xz.part-"
+  fi
+  cp "$prefix/build-info.json" "$R/" 2>/dev/null
+  export LLAMA_CPP_LIB_PATH=$prefix/bin LD_LIBRARY_PATH=$prefix/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_INFO=$prefix/build-info.json
+  export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
 }

@@ -12,17 +12,7 @@ set -u
 call_begin "$1" "$2"
 export PYTHONPATH=$PWD:$PWD/.llama/py PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 { c++ --version | head -1; env | grep -E '^(CC|CXX|CFLAGS|CXXFLAGS|LDFLAGS|CUDAFLAGS|CMAKE_[A-Z_]+)=' ; } >> "$R/env.txt" 2>&1
-prefix=/tmp/llama-cuda
-if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
-  cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
-else
-  scripts/build_llamacpp_cuda.sh .llama-src/llama.cpp-0.3.36-src.tar.xz "$prefix" > "$R/build.log" 2>&1
-  (cd /tmp && XZ_OPT=-T0 tar cJf - llama-cuda) | split -b 15M - "$OUT/llama-cuda-bin.tar.xz.part-"
-fi
-cp "$prefix/build-info.json" "$R/" 2>/dev/null
-export LLAMA_CPP_LIB_PATH=$prefix/bin LD_LIBRARY_PATH=$prefix/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_INFO=$prefix/build-info.json
-export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
+call_llama_cuda
 export PYTHONFAULTHANDLER=1  # a crash in native code prints the Python stack
 if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
   { command -v python3; ldd "$prefix/bin/libllama.so"; } >> "$R/check.log" 2>&1

@@ -17,17 +17,7 @@ set -u
 call_begin "$1" "$2"
 experiment=${3:-experiments/serving/gpu_serving_3x2.yaml}
 export PYTHONPATH=$PWD:$PWD/.llama/py PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-prefix=/tmp/llama-cuda
-if ls .llama/llama-cuda-bin.tar.xz.part-* >/dev/null 2>&1; then
-  cat .llama/llama-cuda-bin.tar.xz.part-* | tar xJ -C /tmp
-else
-  scripts/build_llamacpp_cuda.sh .llama-src/llama.cpp-0.3.36-src.tar.xz "$prefix" > "$R/build.log" 2>&1
-  (cd /tmp && XZ_OPT=-T0 tar cJf - llama-cuda) | split -b 15M - "$OUT/llama-cuda-bin.tar.xz.part-"
-fi
-cp "$prefix/build-info.json" "$R/" 2>/dev/null
-export LLAMA_CPP_LIB_PATH=$prefix/bin LD_LIBRARY_PATH=$prefix/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_INFO=$prefix/build-info.json
-export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
+call_llama_cuda
 python3 -c "import pandas, yaml, numpy, gguf, llama_cpp; print('pandas', pandas.__version__, 'gguf', gguf.__file__, 'llama_cpp', llama_cpp.__version__)" >> "$R/env.txt" 2>&1
 # card tag for file names: h200, h100, ... (the first hNNN/aNNN/lNN word of the card's name, else "gpu")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z' 'a-z' | grep -oE '\b[a-z][0-9]{2,4}\b' | head -1)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from wattcounts_pipeline.core.errors import QualityError
-from wattcounts_pipeline.core.stats import t95
+from wattcounts_pipeline.core.stats import Z95, t95
 from wattcounts_pipeline.quality.llamacpp_lm import LlamaCppLM
 from wattcounts_pipeline.quality.tasks import DATA_DIR
 
@@ -143,6 +143,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> Interval:
     if np.shape(a) != np.shape(b):
         raise ValueError(f"paired values need the same tokens: shapes {np.shape(a)} and {np.shape(b)}")
     return window_interval(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+
+
+def item_difference(a: str, b: str) -> dict[str, float]:
+    """Accuracy difference a - b over the same items ("1"/"0" per item, same order), paired: the normal interval
+    of the per-item differences (McNemar's test in interval form), and how many items disagree."""
+    x = np.frombuffer(a.encode(), dtype=np.uint8).astype(float) - np.frombuffer(b.encode(), dtype=np.uint8)
+    mean = float(x.mean())
+    half = Z95 * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half,
+            "discordant": int((x != 0).sum()), "n": len(x)}
 
 
 def _exp(interval: Interval) -> Interval:

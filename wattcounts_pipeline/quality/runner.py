@@ -217,3 +217,20 @@ def evaluate_quality(
         raise
     except Exception as exc:
         raise QualityError(f"lm-eval failed for {model_name} ({framework}) on {names}: {exc}") from exc
+
+
+def item_results(results: dict[str, Any], rows: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, Any]:
+    """Per task: each metric's value, stderr, item count and interval (from `rows`), and the per-item
+    correctness (`correct`, "1"/"0" per item in doc_id order, with `doc_ids`) of a `simple_evaluate(...,
+    log_samples=True)` run: what paired comparisons of two models on the same items need."""
+    out: dict[str, Any] = {}
+    for task in tasks:
+        samples = sorted(results["samples"][task], key=lambda s: s["doc_id"])
+        entry: dict[str, Any] = {row["metric"]: {k: row[k] for k in ("value", "stderr", "n_samples", "value_ci95_low",
+                                                                       "value_ci95_high")}
+                                 for row in rows if row["task"] == task}
+        entry["correct"] = "".join(str(int(s["acc"])) for s in samples)
+        entry["doc_ids"] = [int(s["doc_id"]) for s in samples]
+        out[task] = entry
+    return out
+
