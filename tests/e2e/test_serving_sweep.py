@@ -65,9 +65,11 @@ def test_short_open_loop_sweep_measures_every_point_and_validates(tmp_path: Path
 @pytest.mark.parametrize(("sig", "expected"), [(signal.SIGKILL, "exited mid-point"), (signal.SIGSTOP, "stalled")])
 def test_server_dying_or_stalling_fails_that_point_and_keeps_earlier_ones(tmp_path: Path, sig: signal.Signals,
                                                                           expected: str) -> None:
-    """Point 1's server is killed (or frozen, with a 2 s client timeout) a second into its window."""
+    """Point 1's server is killed (or frozen, with a 5 s client timeout) a second into its window. The timeout
+    is short enough to catch the stall and leaves point 0's requests (< 0.5 s alone) room when the cores are shared
+    (with 2 s, point 0 failed once in a clean-clone run that shared the 2 cores with another test process)."""
     spec = _spec({"mode": "closed", "users": [1, 2, 4], "duration_s": 3.0, "stop_at_saturation": False},
-                 timeout_s=2.0)
+                 timeout_s=5.0)
 
     def sabotage(point_index: int, level: float, target: ServingTarget) -> None:
         if point_index == 1:
