@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from wattcounts_pipeline.meters.estimate import cpu_model_name
+from wattcounts_pipeline.meters.estimate import hardware_id
 from wattcounts_pipeline.meters.select import best_meter
 from wattcounts_pipeline.serving.spec import ServingSpec, load_serving
 from wattcounts_pipeline.serving.sweep import level_text, run_sweep
@@ -47,9 +46,9 @@ def select(specs: list[ServingSpec], only: str) -> list[ServingSpec]:
     return [s for s in specs if not parts or any(p in s.key.lower() for p in parts)]
 
 
-def done_sweeps(folders: list[Path], gpu_name: str | None, hardware_id: str = "") -> set[str]:
+def done_sweeps(folders: list[Path], gpu_name: str | None, cpu_host: str = "") -> set[str]:
     """Sweep ids with rows in a `serving_*.jsonl` under `folders` (written once a sweep has ended) measured on the
-    card model `gpu_name`, or, without a GPU, on `hardware_id` (rows' own words for both)."""
+    card model `gpu_name`, or, without a GPU, on `cpu_host` (the rows' `hardware_id` of a GPU-less host)."""
     done: set[str] = set()
     for folder in folders:
         for path in sorted(folder.rglob("serving_*.jsonl")) if folder.is_dir() else []:
@@ -61,7 +60,7 @@ def done_sweeps(folders: list[Path], gpu_name: str | None, hardware_id: str = ""
                 if not isinstance(row, dict) or "sweep_id" not in row:
                     continue
                 same = (row.get("gpu_name") == gpu_name if gpu_name
-                        else not row.get("gpu_name") and row.get("hardware_id") == hardware_id)
+                        else not row.get("gpu_name") and row.get("hardware_id") == cpu_host)
                 if same:
                     done.add(row["sweep_id"])
     return done
@@ -136,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         gpu_name = meter.describe().get("gpu_name")
-        hardware_id = f"{cpu_model_name()} ({os.cpu_count() or 1} CPUs)"  # as rows name a GPU-less host
-        done = done_sweeps(args.skip_done, gpu_name, hardware_id) if args.skip_done else set()
+        done = done_sweeps(args.skip_done, gpu_name, hardware_id({})) if args.skip_done else set()  # {}: no GPU
         todo = [s for s in chosen if s.key not in done]
         for spec in chosen:
             if spec.key in done:

@@ -27,7 +27,7 @@ from wattcounts_pipeline.core.specs import ExperimentSpec
 from wattcounts_pipeline.meters import host
 from wattcounts_pipeline.meters.attribution import attribute_energy, split_prefill_decode
 from wattcounts_pipeline.meters.base import EnergyMeter, EnergyReading
-from wattcounts_pipeline.meters.estimate import cpu_model_name
+from wattcounts_pipeline.meters.estimate import cpu_model_name, hardware_id
 from wattcounts_pipeline.meters.protocol import cool_down, measure_idle
 from wattcounts_pipeline.workloads.prompts import build_prompts
 
@@ -75,12 +75,6 @@ def _software() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _hardware_id(info: dict[str, Any]) -> str:
-    if info.get("gpu_name"):
-        return f"{info['gpu_count']}x {info['gpu_name']}"
-    return f"{cpu_model_name()} ({os.cpu_count()} CPUs)"
 
 
 def measure_spec(spec: ExperimentSpec, meter: EnergyMeter, source: str = "watt-counts",
@@ -238,7 +232,7 @@ def _run_row(spec: ExperimentSpec, rep: int, reading: EnergyReading, results: li
         "tokens_per_s": out_tokens / reading.duration_s,
         "energy_per_token_j": energy_j / out_tokens, "energy_per_token_net_j": net_j / out_tokens,
         "energy_per_request_j": energy_j / len(results),
-        "hardware_id": _hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
+        "hardware_id": hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
         "cpu_set": host.cpu_set(), "cpu_mhz": host.cpu_mhz(), "host_calibration_ns": host.calibration_ns(),
         "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0),
         "gpu_uuids": ",".join(dev.get("gpu_uuids") or []) or None,

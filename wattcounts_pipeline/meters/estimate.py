@@ -34,6 +34,14 @@ def cpu_model_name() -> str:
     return platform.processor() or "unknown"
 
 
+def hardware_id(device_info: dict[str, Any]) -> str:
+    """The machine a row was measured on, as every row names it: `<n>x <GPU>` from a meter's `describe()`, else
+    `<CPU model> (<n> CPUs)`. Configurations measured on two machines are told apart by it."""
+    if device_info.get("gpu_name"):
+        return f"{device_info['gpu_count']}x {device_info['gpu_name']}"
+    return f"{cpu_model_name()} ({os.cpu_count() or 1} CPUs)"
+
+
 class EstimateMeter(EnergyMeter):
     """CPU time × TDP/n_cpus. Used only when neither NVML nor RAPL is readable."""
 

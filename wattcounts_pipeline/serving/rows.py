@@ -13,7 +13,7 @@ import numpy as np
 
 from wattcounts_pipeline.core.errors import BackendError
 from wattcounts_pipeline.meters.base import EnergyReading
-from wattcounts_pipeline.meters.estimate import cpu_model_name
+from wattcounts_pipeline.meters.estimate import cpu_model_name, hardware_id
 from wattcounts_pipeline.serving.loadgen import Outcome
 from wattcounts_pipeline.serving.spec import ServingSpec
 
@@ -54,10 +54,7 @@ def meets_slo(outcome: Outcome, ttft_s: float | None, tpot_s: float | None) -> b
 
 def _hardware(reading: EnergyReading) -> dict[str, Any]:
     dev = reading.device_info
-    cpus = os.cpu_count() or 1
-    hardware_id = (f"{dev['gpu_count']}x {dev['gpu_name']}" if dev.get("gpu_name")
-                   else f"{cpu_model_name()} ({cpus} CPUs)")
-    return {"hardware_id": hardware_id, "cpu_model": cpu_model_name(), "cpu_count": cpus,
+    return {"hardware_id": hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
             "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0)}
 
 
