@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -315,3 +316,16 @@ def test_gsm8k_generation_rows_from_a_real_lm_eval_run(gemma_lm: LlamaCppLM) -> 
     _check_rows(rows, 1)
     assert {row["metric"] for row in rows} == {"exact_match", "exact_match_flexible_extract"}
     assert all(row["num_fewshot"] == 1 and row["value"] in (0.0, 1.0) for row in rows)
+
+
+def test_evaluation_is_offline_only_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval runs with the Hub off; afterwards the process (and what it starts: `submit --to-hub`) is as before."""
+    from wattcounts_pipeline.quality.runner import OFFLINE_ENV, _offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.delenv("DISABLE_MULTIPROC", raising=False)
+    with _offline():
+        assert all(os.environ[name] == value for name, value in OFFLINE_ENV.items())
+    assert "HF_HUB_OFFLINE" not in os.environ and "DISABLE_MULTIPROC" not in os.environ
+    assert os.environ["HF_DATASETS_OFFLINE"] == "0"

@@ -6,9 +6,11 @@ is always measured on the very weights and engine whose energy was measured.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,16 +53,29 @@ BOOTSTRAP_ITERS = 1000
 MAX_LENGTH = 2048
 
 
-def _offline() -> None:
-    """No Hub access ever: the tasks read local JSONL files and models are local paths.
+OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "DISABLE_MULTIPROC": "1"}
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """No Hub access while lm-eval runs: the tasks read local JSONL files and models are local paths. The
+    variables are restored afterwards, so what the process runs next (a release pushed to the Hub, a `submit
+    --to-hub` subprocess) is not left offline.
 
     lm-eval bootstraps perplexity stderrs in a forked multiprocessing pool unless DISABLE_MULTIPROC is set;
     forking a process that already runs threads (llama.cpp's, torch's, Dagster's) can deadlock the child,
     and did: a CI run hung 80 minutes there. 1000 resamples in one loop cost well under a second.
     """
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["DISABLE_MULTIPROC"] = "1"
+    before = {name: os.environ.get(name) for name in OFFLINE_ENV}
+    os.environ.update(OFFLINE_ENV)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _load_model(framework: str, model_path: Path, dtype: str) -> LM:
@@ -176,47 +191,46 @@ def evaluate_quality(
         raise QualityError(f"model not found: {model_path}")
     names = list(dict.fromkeys(canonical_task_name(task) for task in tasks))
     validate_task_data(names, data_dir)
-    _offline()
+    with _offline():
+        import lm_eval
 
-    import lm_eval
-
-    logger.info(
-        "evaluating %s (%s, %s) on %s, limit=%s, %d-shot",
-        model_name,
-        framework,
-        quantization,
-        names,
-        limit,
-        num_fewshot,
-    )
-    try:
-        task_manager = build_task_manager(data_dir)
-        lm = _load_model(framework, model_path, dtype)
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=task_manager,
-            bootstrap_iters=BOOTSTRAP_ITERS,
-            log_samples=False,
+        logger.info(
+            "evaluating %s (%s, %s) on %s, limit=%s, %d-shot",
+            model_name,
+            framework,
+            quantization,
+            names,
+            limit,
+            num_fewshot,
         )
-        if results is None:
-            raise QualityError(f"lm-eval returned no results for {model_name} on {names}")
-        return results_to_rows(
-            results,
-            model_name=model_name,
-            model_revision=model_revision,
-            quantization=quantization,
-            framework=framework,
-            limit=limit,
-            lm_eval_version=lm_eval.__version__,
-            evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-    except QualityError:
-        raise
-    except Exception as exc:
-        raise QualityError(f"lm-eval failed for {model_name} ({framework}) on {names}: {exc}") from exc
+        try:
+            task_manager = build_task_manager(data_dir)
+            lm = _load_model(framework, model_path, dtype)
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=task_manager,
+                bootstrap_iters=BOOTSTRAP_ITERS,
+                log_samples=False,
+            )
+            if results is None:
+                raise QualityError(f"lm-eval returned no results for {model_name} on {names}")
+            return results_to_rows(
+                results,
+                model_name=model_name,
+                model_revision=model_revision,
+                quantization=quantization,
+                framework=framework,
+                limit=limit,
+                lm_eval_version=lm_eval.__version__,
+                evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+        except QualityError:
+            raise
+        except Exception as exc:
+            raise QualityError(f"lm-eval failed for {model_name} ({framework}) on {names}: {exc}") from exc
 
 
 def item_results(results: dict[str, Any], rows: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, Any]:
