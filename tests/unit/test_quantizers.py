@@ -109,3 +109,15 @@ def test_unknown_and_unsupported_formats_are_refused_clearly() -> None:
         apply_torchao(_tiny_model(), "torchao-fp8-row")  # float8 needs compute capability 8.9 or newer
     with pytest.raises(BackendError, match="runs on one device only"):
         measure_spec(_spec("bnb-nf4", parallelism="pipeline", gpus=2), EstimateMeter())
+
+
+def test_the_retired_fp8_path_gains_no_spec_that_is_not_recorded() -> None:
+    """The project's own FP8 path lost the engines issue's paired test against torchao's float8 (README, "The
+    compiled pair"): its recorded rows stay reproducible, and no experiment file may ask for a new one."""
+    from wattcounts_pipeline.core.specs import load_experiments
+    from wattcounts_pipeline.measure.store import done_keys
+
+    specs = load_experiments(sorted((REPO / "experiments").glob("*.yaml")))
+    recorded = set().union(*(done_keys(d) for d in (REPO / "data" / "measurements").iterdir() if d.is_dir()))
+    fp8 = {key for key, spec in specs.items() if spec.quantization == "FP8"}
+    assert len(fp8) == 124 and fp8 <= recorded

@@ -398,3 +398,38 @@ def test_serving_sweep_script_selects_and_skips_recorded_sweeps(tmp_path: Path) 
     (tmp_path / "serving_cpu.jsonl").write_text(json.dumps({"sweep_id": c, "gpu_name": None,
                                                             "hardware_id": "X (2 CPUs)"}))
     assert done_sweeps([tmp_path], None, "X (2 CPUs)") == {c} and done_sweeps([tmp_path], None, "Y (2 CPUs)") == set()
+
+
+def test_recorded_gpu_sweeps_are_read_validated_and_replaced_whole_by_a_sweep_measured_here(tmp_path: Path) -> None:
+    from wattcounts_pipeline.serving.store import merge_load_points, recorded_load_points
+
+    recorded = recorded_load_points(sorted((REPO / "data" / "measurements").iterdir()))
+    assert validate_table("load_points", recorded, source="data/measurements").ok
+    h100 = recorded[recorded["gpu_name"] == "NVIDIA H100 80GB HBM3"]
+    assert len(h100) == 36 and h100["sweep_id"].nunique() == 6  # 3 shapes x Q4_K_M/Q8_0, 6 levels each
+    one = h100["sweep_id"].iloc[0]
+    here = h100[h100["sweep_id"] == one].head(2).assign(energy_per_request_j=1.0)  # "measured here" again
+    merged = merge_load_points(here, h100)
+    assert len(merged) == 2 + 30 and (merged.loc[merged["sweep_id"] == one, "energy_per_request_j"] == 1.0).all()
+    other_machine = here.assign(hardware_id="1x NVIDIA H200")  # another machine's sweep of the key replaces nothing
+    assert len(merge_load_points(other_machine, h100)) == 2 + 36
+    broken = tmp_path / "call"
+    broken.mkdir()
+    (broken / "serving_x.jsonl").write_text('{"sweep_id": "a"}\n{not json\n')
+    with pytest.raises(SpecError, match=r"serving_x.jsonl: line 2: not valid JSON"):
+        recorded_load_points([broken])
+
+
+def test_shipped_load_curves_are_the_recorded_ones_and_recommend_reads_them(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from wattcounts_pipeline.model.curves import measured_answers
+    from wattcounts_pipeline.serving.store import SHIPPED, read_load_points, recorded_load_points
+
+    recorded = recorded_load_points(sorted((REPO / "data" / "measurements").iterdir()))
+    shipped = read_load_points(SHIPPED)  # scripts/ship_predictor.py writes it; stale if data/ changed without it
+    key = ["sweep_id", "hardware_id", "point_index"]
+    assert recorded.sort_values(key)[key].values.tolist() == shipped.sort_values(key)[key].values.tolist()
+    monkeypatch.setenv("WATTCOUNTS_HOME", str(tmp_path))  # no sweep of this machine: the shipped ones answer
+    answers = measured_answers(None, "chat", "H100-SXM", 30, None, 1.0, 0.1)
+    assert len(answers) == 6 and {a.quantization for a in answers} == {"Q4_K_M", "Q8_0"}
+    assert {a.how for a in answers} == {"interpolated"}

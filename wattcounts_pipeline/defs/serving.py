@@ -12,6 +12,7 @@ from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.validation import validate_table
 from wattcounts_pipeline.defs.resources import ExperimentsResource, MeterResource
 from wattcounts_pipeline.serving.spec import ServingSpec, load_serving
+from wattcounts_pipeline.serving.store import merge_load_points, recorded_load_points
 from wattcounts_pipeline.serving.sweep import SweepResult, level_text, run_sweep
 
 
@@ -55,7 +56,8 @@ def _failures_markdown(results: list[SweepResult]) -> str:
 )
 def load_curves(context: dg.AssetExecutionContext, experiments: ExperimentsResource, meter: MeterResource):
     """Runs each serving sweep of the experiment files (a server, its idle draw, then rising load: N users or
-    Poisson arrivals until throughput stops rising or the SLO breaks) under the best meter present, and returns
+    Poisson arrivals until throughput stops rising or the SLO breaks) under the best meter present, adds the
+    sweeps recorded on GPU hosts (`serving_*.jsonl` under the recorded folders, data/measurements/), and returns
     one validated row per load point: offered and achieved rate, J/request and J/output token (gross and net),
     TTFT/TPOT/E2E percentiles, SLO attainment and goodput, the server's own gauges. A failed point keeps the points
     before it; its error and the server's log tail show in the `sweeps_complete` check. The metadata carries the
@@ -73,7 +75,13 @@ def load_curves(context: dg.AssetExecutionContext, experiments: ExperimentsResou
         finally:
             energy_meter.close()
     rows = [row for r in results for row in r.rows]
-    frame = pd.DataFrame(rows) if rows else load_contract("load_points").empty_frame()
+    try:
+        recorded = recorded_load_points(experiments.recorded_dirs())
+    except SpecError as exc:
+        raise dg.Failure(str(exc)) from exc
+    frame = merge_load_points(pd.DataFrame(rows), recorded)
+    if frame.empty:
+        frame = load_contract("load_points").empty_frame()
     checked = validate_table("load_points", frame, source="load_curves")
     shown = ["sweep_id", "point_index", "users", "offered_rate_per_s", "achieved_rate_per_s",
              "energy_per_request_j", "energy_per_output_token_j", "ttft_p90_s", "tpot_p90_s", "slo_attainment",
@@ -81,6 +89,7 @@ def load_curves(context: dg.AssetExecutionContext, experiments: ExperimentsResou
     png, plot_markdown = _plot(checked.valid)
     yield dg.Output(checked.valid, metadata={
         "load_points": len(checked.valid), "sweeps": len(specs),
+        "recorded_sweeps": int(recorded["sweep_id"].nunique()) if not recorded.empty else 0,
         "stop_reasons": dg.MetadataValue.json({r.spec.key: r.stop_reason for r in results}),
         "energy_method": ", ".join(sorted(set(checked.valid["energy_method"]))) or "none",
         "table": dg.MetadataValue.md(checked.valid[shown].to_markdown(index=False, floatfmt=".4g")

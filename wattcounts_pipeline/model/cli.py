@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="requests per second (Poisson arrivals), instead of the scenario's load")
     parser.add_argument("--curves", type=Path, default=None,
                         help="measured load curves: a load_points .jsonl/.parquet or a folder of serving sweeps "
-                             "(default $WATTCOUNTS_HOME/serving); setups with a curve for the scenario on HARDWARE "
+                             "(default $WATTCOUNTS_HOME/serving and the GPU sweeps shipped with the package); setups "
+                             "with a curve for the scenario on HARDWARE "
                              "are answered from it, interpolated, the others by the predictor")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help=f"folder of predictor releases (default: $WATTCOUNTS_HOME/{PREDICTORS_SUBDIR})")
@@ -195,22 +196,25 @@ def run(args: argparse.Namespace) -> int:
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # a curve answers speed and energy only: with a quality floor asked, only the predictor's front can meet it
+    curves_answer = scenario.min_quality is None and any(a.meets_slo for a in measured)
     if args.json:
         print(json.dumps({**_document(rec, predictor.release_tag, args), "predictor_shipped": shipped,
                           "measured_curves": [a.to_dict() for a in measured],
-                          "answer_source": "measured curves" if any(a.meets_slo for a in measured) else "predictor"},
+                          "answer_source": "measured curves" if curves_answer else "predictor"},
                          default=str))
     else:
         if shipped:
-            print(f"(no predictor in {model_dir}: using the one shipped with the package, trained on the H200 "
-                  "configurations recorded in this repository; `wattcounts train RELEASE_DIR` for your own release)")
+            print(f"(no predictor in {model_dir}: using the one shipped with the package, trained on the GPU "
+                  "configurations recorded in this repository (H200 and H100); `wattcounts train RELEASE_DIR` for "
+                  "your own release)")
         if measured:
             from wattcounts_pipeline.model.curves import describe_answers
 
             print("\n".join(describe_answers(measured, _describe(scenario).split("; ")[0])))
             print("\nFrom the predictor (setups without a measured curve):")
         _print(rec, predictor, args)
-    if rec.best is None and not any(a.meets_slo for a in measured):
+    if rec.best is None and not curves_answer:
         print(f"error: {rec.unmet_needs()}", file=sys.stderr)
         return 1
     return 0

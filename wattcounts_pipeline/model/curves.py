@@ -163,16 +163,21 @@ def answer_from_curves(frame: pd.DataFrame, scenario: str, hardware_key: str, us
 def measured_answers(source: Path | None, scenario: str, hardware_key: str, users: int | None,
                      rate_per_s: float | None, ttft_slo_s: float | None, tpot_slo_s: float | None
                      ) -> list[CurveAnswer]:
-    """`answer_from_curves` over the load points under `source` (default $WATTCOUNTS_HOME/serving; none there is
-    no answer, a `source` given that does not exist is an error)."""
+    """`answer_from_curves` over the load points under `source`, by default this machine's sweeps
+    ($WATTCOUNTS_HOME/serving) and the GPU sweeps shipped with the package (serving/data/, recorded on lent GPU
+    hosts; a sweep of the same key and machine measured here replaces its shipped one). A `source` given that does
+    not exist is an error."""
     from wattcounts_pipeline.core.errors import SpecError
-    from wattcounts_pipeline.serving.store import read_load_points
+    from wattcounts_pipeline.serving.store import SHIPPED, merge_load_points, read_load_points
 
     frame = read_load_points(source)
+    if source is None and SHIPPED.is_file():
+        frame = merge_load_points(frame, read_load_points(SHIPPED))
     if not frame.empty:  # bad rows are named, never read as a curve
         from wattcounts_pipeline.core.validation import validate_table
 
-        checked = validate_table("load_points", frame, source=str(source or "$WATTCOUNTS_HOME/serving"))
+        checked = validate_table("load_points", frame,
+                                 source=str(source or f"$WATTCOUNTS_HOME/serving and {SHIPPED.name}"))
         if not checked.ok:
             raise SpecError("load curves break schemas/load_points.yaml: "
                             + "; ".join(checked.quarantine["reason"].head(3)))

@@ -16,6 +16,8 @@ from wattcounts_pipeline.core.errors import SpecError
 ROWS = "load_points.jsonl"
 FAILURES = "failures.jsonl"
 SPEC = "spec.json"
+RECORDED = "serving_*.jsonl"  # what benchmarks/serving_sweep.py writes, committed under data/measurements/<call>/
+SHIPPED = Path(__file__).parent / "data" / "recorded_load_points.jsonl"  # scripts/ship_predictor.py writes it
 
 
 def sweep_folder(key: str, root: Path | None = None, fresh: bool = False) -> Path:
@@ -58,6 +60,25 @@ def read_load_points(source: Path | None = None) -> pd.DataFrame:
         raise SpecError(f"{source}: no such load-curve file or folder")
     records = [r for f in sorted(source.rglob(ROWS)) for r in _read_jsonl(f)]
     return pd.DataFrame(records)
+
+
+def recorded_load_points(folders: list[Path]) -> pd.DataFrame:
+    """Load points of sweeps recorded on other hosts (a GPU call's `serving_*.jsonl`, committed under
+    data/measurements/<call>/): they stand in for sweeps this host cannot run, as recorded sweep folders do for
+    batch rows. A broken line is named by file and line."""
+    return pd.DataFrame([r for folder in folders for f in sorted(folder.glob(RECORDED)) for r in _read_jsonl(f)])
+
+
+def merge_load_points(first: pd.DataFrame, then: pd.DataFrame) -> pd.DataFrame:
+    """`first`'s rows, then those of `then` whose sweep `first` lacks on that machine: a sweep measured here
+    replaces a recorded or shipped one of the same key and machine whole, never point by point."""
+    if then.empty:
+        return first
+    if first.empty:
+        return then.reset_index(drop=True)
+    have = set(zip(first["sweep_id"], first["hardware_id"], strict=True))
+    keep = [(s, h) not in have for s, h in zip(then["sweep_id"], then["hardware_id"], strict=True)]
+    return pd.concat([first, then[keep]], ignore_index=True)
 
 
 def read_failures(source: Path | None = None) -> list[dict[str, Any]]:
