@@ -18,7 +18,7 @@ from wattcounts_pipeline.model.errors import CatalogError
 # Parameter counts published on the models' cards (billions); the catalog computes them from config.json shapes.
 PUBLISHED_PARAMS_B = {
     "Llama-3.1-8B": 8.03, "Llama-3.2-1B": 1.24, "Llama-3.2-3B": 3.21, "Llama-3.1-70B": 70.6,
-    "Qwen2.5-0.5B": 0.49, "Qwen2.5-1.5B": 1.54, "Qwen2.5-7B": 7.61, "Qwen2.5-14B": 14.7, "Mistral-7B": 7.25,
+    "Qwen2.5-0.5B": 0.49, "Qwen2.5-1.5B": 1.54, "Qwen2.5-7B": 7.61, "Qwen2.5-14B": 14.7, "Qwen2.5-32B": 32.5, "Mistral-7B": 7.25, "Mistral-Small-24B": 23.6,
     "Phi-3-mini": 3.82, "Gemma-2-2B": 2.61, "Gemma-3-270M": 0.268, "Mixtral-8x7B": 46.7,
 }
 
@@ -120,3 +120,17 @@ def test_catalog_agrees_with_the_repository_configs(path: Path) -> None:
         config["num_key_value_heads"], config["intermediate_size"], config["vocab_size"],
         config.get("tie_word_embeddings", False), config.get("num_local_experts", 1))
     assert arch.head_dim == config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.parent.name for p in CONFIGS])
+def test_catalog_counts_the_parameters_transformers_builds(path: Path) -> None:
+    """The catalog's count (the predictor's bytes per step) is what transformers instantiates from the config, to
+    0.01% (the catalog counts two norms a layer; Gemma-2 has four, 120k parameters of its 2.6B)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path.parent))
+    model.tie_weights()  # on the meta device the input and output embeddings are tied only when asked
+    built = sum(p.numel() for p in model.parameters())
+    assert built == pytest.approx(get_architecture(path.parent.name).total_params, rel=1e-4)
