@@ -86,7 +86,8 @@ def table(configs: pd.DataFrame, model: str, gpu_name: str, bandwidth_gb_s: floa
     # one line per sweep too: the same engine and format measured on two days (two hosts) stay two lines
     for (name, quant, experiment), group in rows.groupby(["engine", "quantization", "experiment"], sort=True):
         by_batch = group.set_index("batch_size")
-        line: dict[str, object] = {"engine": name, "format": quant}
+        # the project's own FP8 path is retired research (README, "The compiled pair"): never read as FP8 in general
+        line: dict[str, object] = {"engine": name, "format": "FP8 (project, retired)" if quant == "FP8" else quant}
         for metric, column, fmt in (("J/token", "energy_per_token_j", "{:.3f}"), ("tok/s", "tokens_per_s", "{:.0f}"),
                                     ("TPOT ms", "tpot_p50_s", "{:.1f}")):
             for b in BATCHES:

@@ -427,6 +427,7 @@ def test_shipped_load_curves_are_the_recorded_ones_and_recommend_reads_them(tmp_
 
     recorded = recorded_load_points(sorted((REPO / "data" / "measurements").iterdir()))
     shipped = read_load_points(SHIPPED)  # scripts/ship_predictor.py writes it; stale if data/ changed without it
+    assert validate_table("load_points", shipped, source=str(SHIPPED)).ok  # recommend reads it without Pandera
     key = ["sweep_id", "hardware_id", "point_index"]
     assert recorded.sort_values(key)[key].values.tolist() == shipped.sort_values(key)[key].values.tolist()
     monkeypatch.setenv("WATTCOUNTS_HOME", str(tmp_path))  # no sweep of this machine: the shipped ones answer

@@ -40,3 +40,13 @@ def test_a_fresh_install_recommends_with_the_shipped_predictor(tmp_path: Path, m
     doc = json.loads(capsys.readouterr().out)
     assert doc["predictor_shipped"] is True and doc["predictor_release"].startswith("recorded-")
     assert doc["best"]["gpu_cost_per_1m_tokens"] > doc["best"]["energy_cost_per_1m_tokens"] > 0
+
+
+def test_the_retired_fp8_path_trains_the_model_but_is_never_recommended() -> None:
+    from wattcounts_pipeline.model.recommendation import default_candidates
+
+    predictor = load(SHIPPED_DIR)
+    assert any(q == "FP8" and f == "transformers" for q, f, _, _ in predictor.domain.setups)  # its rows still teach
+    candidates = default_candidates(predictor, on_gpu=True)
+    assert candidates and not any(c.quantization == "FP8" and c.framework == "transformers" for c in candidates)
+    assert any(c.quantization == "TORCHAO_FP8_ROW" for c in candidates)  # the float8 transformers users run

@@ -126,11 +126,19 @@ class Recommendation:
                 f"batch {near['batch_size']}: {values}")
 
 
+# (quantization, framework) whose rows train the model but which is no setup to recommend: transformers `FP8` is
+# this project's own FP8 path, retired as research (README, "The compiled pair"); torchao's float8 is the FP8
+# transformers users run (vLLM's `FP8` is its own engine and stays).
+RETIRED_SETUPS = frozenset({("FP8", "transformers")})
+
+
 def default_candidates(predictor: Predictor, on_gpu: bool) -> list[Candidate]:
     """Every measured architecture (test models aside) × every setup (quantization, framework, mode, GPU
-    count) measured on the same kind of device: a CPU-only setup is no candidate for a GPU, and back."""
-    same_kind = {s for s in predictor.domain.setups if (s[3] > 0) == on_gpu}
-    setups = same_kind or {(q, f, m, max(g, 1) if on_gpu else 0) for q, f, m, g in predictor.domain.setups}
+    count) measured on the same kind of device: a CPU-only setup is no candidate for a GPU, and back. Retired
+    setups are no candidates."""
+    usable = {s for s in predictor.domain.setups if (s[0], s[1]) not in RETIRED_SETUPS}
+    same_kind = {s for s in usable if (s[3] > 0) == on_gpu}
+    setups = same_kind or {(q, f, m, max(g, 1) if on_gpu else 0) for q, f, m, g in usable}
     archs = [a for a in predictor.domain.architectures if not get_architecture(a).test_only]
     return [Candidate(a, q, f, m, g) for a in archs for q, f, m, g in sorted(setups)]
 
