@@ -65,7 +65,7 @@ def test_scenario_workloads_take_their_name_and_keys_are_stable() -> None:
     ({"load": {"mode": "open", "rates": [0.0]}}, "finite number > 0"),
     ({"load": {"mode": "closed", "users": [1.5]}}, "whole numbers"),
     ({"workload": "nope"}, "unknown serving workload 'nope'"),
-    ({"framework": "vllm"}, "framework must be one of"),
+    ({"framework": "tgi"}, "framework must be one of"),
     ({"slo": {"tpot_s": -1}}, "slo.tpot_s must be"),
 ])
 def test_bad_sweeps_are_refused_by_name(tmp_path: Path, sweep: dict, message: str) -> None:
@@ -351,6 +351,27 @@ def test_native_llama_server_gets_a_slot_per_user_and_its_metrics(tmp_path: Path
     python_server = parse_serving(_doc({"engine_args": {"n_ctx": 256}}, {"w": {"input_tokens": 512}}), "x")[0]
     with pytest.raises(SpecError, match="n_ctx 256 cannot hold"):
         engine_args_for(python_server, 512, 256)
+
+
+def test_vllm_sweeps_run_its_openai_server_with_a_sequence_per_slot(tmp_path: Path) -> None:
+    from wattcounts_pipeline.backends.vllm_backend import VLLMBackend
+    from wattcounts_pipeline.serving.servers import ServingTarget, engine_args_for
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    doc = _doc({"framework": "vllm", "quantization": "F32", "slots": 8, "engine_args": {"enforce_eager": True}},
+               {"w": {"input_tokens": 128, "output_tokens": 16}})
+    doc["models"]["m"]["source"] = f"gguf:{gguf}"
+    (spec,) = parse_serving(doc, "x")
+    assert engine_args_for(spec, 128, 16) == {"max_model_len": 128 + 16 + 16, "max_num_seqs": 8,
+                                              "enforce_eager": True, "mode": "server"}
+    target = ServingTarget(spec, 128, 16)
+    assert isinstance(target.backend, VLLMBackend) and target.backend.mode == "server"
+    assert target.backend.engine["max_num_seqs"] == 8 and target.server_name == "vllm"
+    assert not target.alive()  # nothing started yet: a sweep never offers load to a server that is not up
+    offline = parse_serving(_doc({"framework": "vllm", "engine_args": {"mode": "offline"}}), "x")[0]
+    with pytest.raises(SpecError, match="vllm runs as a server here"):
+        engine_args_for(offline, 128, 16)
 
 
 def test_the_schema_the_spec_and_the_recommender_agree_on_their_words() -> None:

@@ -1,7 +1,8 @@
 """The server a sweep measures: started here (llama.cpp: llama-cpp-python's server, or the native `llama-server`
-named by $WATTCOUNTS_LLAMA_SERVER with `--metrics` on), or an OpenAI-compatible endpoint someone else runs.
+named by $WATTCOUNTS_LLAMA_SERVER with `--metrics` on; vLLM's OpenAI server under $WATTCOUNTS_VLLM_PYTHON), or an
+OpenAI-compatible endpoint someone else runs.
 
-It reuses the batch backends (backends/llamacpp_server.py, backends/openai_compat.py) for starting, tokenizing
+It reuses the batch backends (backends/llamacpp_server.py, vllm_backend.py, openai_compat.py) for starting, tokenizing
 and the streaming client, and adds what a sweep needs: is the process alive, its log tail when a point fails,
 and where its Prometheus gauges are.
 """
@@ -14,6 +15,8 @@ from typing import Any
 from wattcounts_pipeline.backends.base import Prompt, RequestResult
 from wattcounts_pipeline.backends.llamacpp_server import LlamaCppServerBackend
 from wattcounts_pipeline.backends.openai_compat import Completion, CompletionClient, OpenAICompatBackend
+from wattcounts_pipeline.backends.server import ManagedServer
+from wattcounts_pipeline.backends.vllm_backend import VLLMBackend
 from wattcounts_pipeline.backends.weights import resolve_spec_model
 from wattcounts_pipeline.core.errors import BackendError, SpecError
 from wattcounts_pipeline.serving.loadgen import Send
@@ -35,6 +38,10 @@ def engine_args_for(spec: ServingSpec, max_input_tokens: int, max_output_tokens:
     sizes it itself); a given context too small for the workload is refused before anything starts."""
     args = spec.engine_kwargs
     need = max_input_tokens + max_output_tokens + 16
+    if spec.framework == "vllm":  # its OpenAI server, as many sequences at once as the sweep has slots
+        if args.get("mode", "server") != "server":
+            raise SpecError(f"serving sweep {spec.key}: vllm runs as a server here (engine_args.mode: server)")
+        return {"max_model_len": need, "max_num_seqs": spec.slots, **args, "mode": "server"}
     if spec.framework != "llamacpp-server" or args.get("server") == "llama-server":
         return args
     n_ctx = int(args.get("n_ctx", max(PYTHON_SERVER_MIN_CTX, need)))
@@ -54,12 +61,19 @@ class ServingTarget:
         self.spec = spec
         args = engine_args_for(spec, max_input_tokens, max_output_tokens)
         batch_spec = spec.backend_spec(max_input_tokens, max_output_tokens, args)
-        self.backend: LlamaCppServerBackend | OpenAICompatBackend
+        self.backend: LlamaCppServerBackend | VLLMBackend | OpenAICompatBackend
         model_path, _ = resolve_spec_model(batch_spec)  # openai: the tokenizer folder, unless engine_args name one
         if spec.framework == "llamacpp-server":
             self.backend = MetricsLlamaCppServer(batch_spec, model_path)
+        elif spec.framework == "vllm":
+            self.backend = VLLMBackend(batch_spec, model_path)
         else:
             self.backend = OpenAICompatBackend(batch_spec, model_path)
+
+    @property
+    def _server(self) -> ManagedServer | None:
+        """The server process we started (llama.cpp, vLLM), or None for an endpoint someone else runs."""
+        return self.backend.server if isinstance(self.backend, LlamaCppServerBackend | VLLMBackend) else None
 
     def start(self) -> ServingTarget:
         self.backend.load()
@@ -83,6 +97,8 @@ class ServingTarget:
         """Requests as this server takes them (token ids, or text for llama-cpp-python's server)."""
         if isinstance(self.backend, LlamaCppServerBackend):
             return [self.backend._completion(p) for p in prompts]
+        if isinstance(self.backend, VLLMBackend):  # token ids, as its batch path sends them
+            return [Completion(list(p.token_ids), len(p.token_ids), p.max_new_tokens) for p in prompts]
         return self.backend.completions(prompts)
 
     def send(self, completions: list[Completion]) -> Send:
@@ -96,15 +112,15 @@ class ServingTarget:
 
     def alive(self) -> bool:
         """False when a server process we started has exited (an external endpoint is assumed alive)."""
-        if isinstance(self.backend, LlamaCppServerBackend):
-            server = self.backend.server
-            return server is not None and server.proc is not None and server.proc.poll() is None
-        return True
+        if isinstance(self.backend, OpenAICompatBackend):
+            return True
+        server = self._server
+        return server is not None and server.proc is not None and server.proc.poll() is None
 
     def fail(self, reason: str) -> BackendError:
         """The error to record for a failed point: with the server's log tail when we started it (and it stopped)."""
-        if isinstance(self.backend, LlamaCppServerBackend) and self.backend.server is not None:
-            return self.backend.server.fail(reason)
+        if self._server is not None:
+            return self._server.fail(reason)
         return BackendError(f"{reason} (endpoint {self.client.base_url}; its log is on its host)")
 
     @property
@@ -116,6 +132,8 @@ class ServingTarget:
     def server_name(self) -> str:
         if isinstance(self.backend, LlamaCppServerBackend):
             return self.backend.server_kind
+        if isinstance(self.backend, VLLMBackend):
+            return "vllm"
         return urllib.parse.urlsplit(self.client.base_url).netloc
 
     def info(self) -> dict[str, Any]:

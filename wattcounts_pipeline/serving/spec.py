@@ -31,7 +31,7 @@ import yaml
 from wattcounts_pipeline.core.errors import SpecError
 from wattcounts_pipeline.core.specs import ExperimentSpec, ModelRef, Workload
 
-SERVING_FRAMEWORKS = ("llamacpp-server", "openai")  # servers we start, and endpoints someone else runs
+SERVING_FRAMEWORKS = ("llamacpp-server", "vllm", "openai")  # servers we start, and endpoints someone else runs
 MIXES = ("fixed", "sharegpt")
 LOAD_MODES = ("closed", "open")
 SCENARIO_NAMES = ("chat", "batch-summarization", "rag")  # model/recommendation.py SCENARIOS
@@ -149,7 +149,7 @@ class ServingSpec:
     slo: Slo = field(default_factory=Slo)
     dtype: str = "auto"
     engine_args: tuple[tuple[str, Any], ...] = ()
-    slots: int = 1  # llama-server parallel slots (continuous batching); the python server runs one at a time
+    slots: int = 1  # llama-server parallel slots / vLLM's max_num_seqs (continuous batching); llama-cpp-python: 1
     idle_s: float = 5.0
     warmup_requests: int = 2
     timeout_s: float = 120.0  # a request without a byte for this long means the server stalled
