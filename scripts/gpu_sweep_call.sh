@@ -4,7 +4,7 @@
 # recorded folders of this card model (call_sweep; specs in file order).
 #   scripts/gpu_sweep_call.sh NAME SECONDS [EXPERIMENT.yaml ...]   (default experiments/gpu_remeasure.yaml)
 # e.g. experiments/gpu_remeasure.yaml (the v0.1.0 configurations whose two calls differ by more than 10%, H200 only)
-# or experiments/gpu_large_dense.yaml (Qwen2.5-32B and Mistral-Small-24B shapes on one GPU, any card of >= 80 GB).
+# or experiments/gpu_predictor_gaps.yaml (Qwen2.5-32B, Mistral-Small-24B and OLMoE-1B-7B on one GPU of >= 80 GB).
 # WATTCOUNTS_SWEEP_ONLY: only keys containing any of its comma-separated parts. Results: $OUT/NAME.tgz (the sweep
 # folder, logs, env.txt). Nothing is changed on the card.
 set -u

@@ -19,7 +19,7 @@ from wattcounts_pipeline.model.errors import CatalogError
 PUBLISHED_PARAMS_B = {
     "Llama-3.1-8B": 8.03, "Llama-3.2-1B": 1.24, "Llama-3.2-3B": 3.21, "Llama-3.1-70B": 70.6,
     "Qwen2.5-0.5B": 0.49, "Qwen2.5-1.5B": 1.54, "Qwen2.5-7B": 7.61, "Qwen2.5-14B": 14.7, "Qwen2.5-32B": 32.5, "Mistral-7B": 7.25, "Mistral-Small-24B": 23.6,
-    "Phi-3-mini": 3.82, "Gemma-2-2B": 2.61, "Gemma-3-270M": 0.268, "Mixtral-8x7B": 46.7,
+    "Phi-3-mini": 3.82, "Gemma-2-2B": 2.61, "Gemma-3-270M": 0.268, "Mixtral-8x7B": 46.7, "OLMoE-1B-7B": 6.92,
 }
 
 
@@ -31,6 +31,7 @@ def test_parameter_counts_match_published(key: str, billions: float) -> None:
 def test_mixture_of_experts_active_params() -> None:
     mixtral = architecture_catalog()["Mixtral-8x7B"]
     assert mixtral.active_params / 1e9 == pytest.approx(12.9, rel=0.01)
+    assert architecture_catalog()["OLMoE-1B-7B"].active_params / 1e9 == pytest.approx(1.28, rel=0.01)  # its card
     assert architecture_catalog()["Llama-3.1-8B"].active_params == architecture_catalog()["Llama-3.1-8B"].total_params
 
 
@@ -118,7 +119,7 @@ def test_catalog_agrees_with_the_repository_configs(path: Path) -> None:
             arch.vocab_size, arch.tie_word_embeddings, arch.num_experts) == (
         config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"],
         config["num_key_value_heads"], config["intermediate_size"], config["vocab_size"],
-        config.get("tie_word_embeddings", False), config.get("num_local_experts", 1))
+        config.get("tie_word_embeddings", False), config.get("num_local_experts", config.get("num_experts", 1)))
     assert arch.head_dim == config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
 
 
