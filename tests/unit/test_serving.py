@@ -455,3 +455,25 @@ def test_shipped_load_curves_are_the_recorded_ones_and_recommend_reads_them(tmp_
     answers = measured_answers(None, "chat", "H100-SXM", 30, None, 1.0, 0.1)
     assert len(answers) == 6 and {a.quantization for a in answers} == {"Q4_K_M", "Q8_0"}
     assert {a.how for a in answers} == {"interpolated"}
+
+
+def test_curve_answers_carry_their_setups_known_quality_and_a_floor_holds_them(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from wattcounts_pipeline.model.curves import measured_answers, with_quality
+
+    monkeypatch.setenv("WATTCOUNTS_HOME", str(tmp_path))
+    answers = measured_answers(None, "chat", "H100-SXM", 8, None, 1.0, 0.1)  # the shipped H100 sweeps, all meet the SLO
+    known = pd.DataFrame([
+        {"architecture": "Llama-3.1-8B", "quantization": "Q4_K_M", "framework": "llamacpp-server",
+         "quality_acc_mean": 0.72, "quality_source": "derived"},
+        {"architecture": "Qwen2.5-7B", "quantization": "Q4_K_M", "framework": "llamacpp-server",
+         "quality_acc_mean": 0.55, "quality_source": "derived"},
+        {"architecture": "Mistral-7B", "quantization": "Q4_K_M", "framework": "llamacpp-server",
+         "quality_acc_mean": 0.9, "quality_source": "predicted"}])  # a source the user did not trust
+    held = with_quality(answers, known, ("measured", "published", "derived"), 0.6)
+    ok = [(a.model, a.quantization) for a in held if a.meets_slo and a.meets_quality]
+    assert ok == [("llama-3.1-8b", "Q4_K_M")] and (held[0].model, held[0].quality_acc_mean) == ("llama-3.1-8b", 0.72)
+    by = {(a.model, a.quantization): a for a in held}
+    assert by[("qwen2.5-7b", "Q4_K_M")].quality_acc_mean == 0.55 and not by[("qwen2.5-7b", "Q4_K_M")].meets_quality
+    assert by[("mistral-7b-v0.3", "Q4_K_M")].quality_acc_mean is None  # untrusted source: no quality, no floor met
+    assert all(a.meets_quality for a in with_quality(answers, known, ("derived",), None))  # no floor asked

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         hw = get_hardware(args.hardware)
         if args.users is not None or args.rate is not None:
             scenario = replace(scenario, concurrency=args.users, request_rate_per_s=args.rate)
-        measured = _measured(args, scenario, hw.key)
+        measured = _measured(args, scenario, hw.key, predictor)
         costs = resolve_costs(hw.key, hw.is_gpu, currency=args.currency, electricity_per_kwh=args.price,
                               gpu_hour=args.gpu_hour_price, region=args.region, carbon_g_per_kwh=args.carbon)
         rec = recommend(predictor, hw.key, scenario, costs=costs, quality_sources=args.quality_source,
@@ -196,8 +196,7 @@ def run(args: argparse.Namespace) -> int:
     except WattCountsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # a curve answers speed and energy only: with a quality floor asked, only the predictor's front can meet it
-    curves_answer = scenario.min_quality is None and any(a.meets_slo for a in measured)
+    curves_answer = any(a.meets_slo and a.meets_quality for a in measured)
     if args.json:
         print(json.dumps({**_document(rec, predictor.release_tag, args), "predictor_shipped": shipped,
                           "measured_curves": [a.to_dict() for a in measured],
@@ -211,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         if measured:
             from wattcounts_pipeline.model.curves import describe_answers
 
-            print("\n".join(describe_answers(measured, _describe(scenario).split("; ")[0])))
+            print("\n".join(describe_answers(measured, _describe(scenario).split("; ")[0], scenario.min_quality)))
             print("\nFrom the predictor (setups without a measured curve):")
         _print(rec, predictor, args)
     if rec.best is None and not curves_answer:
@@ -220,12 +219,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured(args: argparse.Namespace, scenario: Scenario, hardware_key: str) -> list[CurveAnswer]:
-    """The measured load curves' answers for the scenario at its load (model/curves.py), best first."""
-    from wattcounts_pipeline.model.curves import measured_answers
+def _measured(args: argparse.Namespace, scenario: Scenario, hardware_key: str, predictor: Predictor
+              ) -> list[CurveAnswer]:
+    """The measured load curves' answers for the scenario at its load (model/curves.py), each with its setup's known
+    quality held to the scenario's floor, best first."""
+    from wattcounts_pipeline.model.curves import measured_answers, with_quality
 
-    return measured_answers(args.curves, scenario.name, hardware_key, scenario.concurrency,
-                            scenario.request_rate_per_s, scenario.ttft_slo_s, scenario.tpot_slo_s)
+    answers = measured_answers(args.curves, scenario.name, hardware_key, scenario.concurrency,
+                               scenario.request_rate_per_s, scenario.ttft_slo_s, scenario.tpot_slo_s)
+    return with_quality(answers, predictor.known_quality, tuple(args.quality_source), scenario.min_quality)
 
 
 def _unmeasured(predictor: Predictor, on_gpu: bool, measured: list[CurveAnswer]) -> list[Candidate] | None:

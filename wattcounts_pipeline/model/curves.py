@@ -53,6 +53,9 @@ class CurveAnswer:
     tpot_p90_s: float | None
     e2e_p90_s: float
     meets_slo: bool
+    quality_acc_mean: float | None = None  # the setup's known quality (measured, published or derived), if any
+    quality_source: str | None = None
+    meets_quality: bool = True  # False when a minimum quality was asked and the setup has no known quality above it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,15 +200,46 @@ def measured_setups(answers: list[CurveAnswer]) -> set[tuple[str, str, str]]:
     return out
 
 
-def describe_answers(answers: list[CurveAnswer], load_text: str) -> list[str]:
+def with_quality(answers: list[CurveAnswer], known: pd.DataFrame, trusted: tuple[str, ...],
+                 min_quality: float | None) -> list[CurveAnswer]:
+    """The answers with their setup's known quality (the predictor's table: measured, published or derived, from
+    the `trusted` sources), held to `min_quality`, those meeting both the SLO and the floor first. A curve measures
+    speed and energy only: a setup without a known quality cannot meet a floor."""
+    from dataclasses import replace
+
+    from wattcounts_pipeline.model.catalog import get_architecture
+    from wattcounts_pipeline.model.features import quantization_key
+
+    table = known[known["quality_source"].isin(trusted)] if not known.empty else known
+    lookup = {} if table.empty else {
+        (r.architecture, r.quantization, r.framework): (float(r.quality_acc_mean), str(r.quality_source))
+        for r in table.itertuples()}
+    out = []
+    for a in answers:
+        try:
+            key = (get_architecture(a.model, a.architecture).key, quantization_key(a.quantization), a.framework)
+        except WattCountsError:
+            key = None
+        value, source = lookup.get(key, (None, None)) if key else (None, None)
+        meets = min_quality is None or (value is not None and value >= min_quality)
+        out.append(replace(a, quality_acc_mean=value, quality_source=source, meets_quality=meets))
+    return sorted(out, key=lambda a: not (a.meets_slo and a.meets_quality))
+
+
+def describe_answers(answers: list[CurveAnswer], load_text: str, min_quality: float | None = None) -> list[str]:
     """The lines `wattcounts recommend` prints for the measured answers (best first)."""
-    lines = [(f"From measured load curves at {load_text} ({len(answers)} configuration(s); SLO on p90 TTFT and TPOT; "
-             "quality is not checked here, see the predictor's front and the release's quality table):")]
+    floor = f"; quality ≥ {min_quality:g} from the setup's known quality" if min_quality is not None else ""
+    lines = [(f"From measured load curves at {load_text} ({len(answers)} configuration(s); SLO on p90 TTFT and TPOT"
+              f"{floor}):")]
     for a in answers:
         tpot = "—" if a.tpot_p90_s is None else f"{a.tpot_p90_s:.3g} s"
+        quality = (f"quality {a.quality_acc_mean:.3g} ({a.quality_source})" if a.quality_acc_mean is not None
+                   else "quality unknown")
+        if min_quality is not None and not a.meets_quality:
+            quality += " below the floor" if a.quality_acc_mean is not None else " (cannot meet the floor)"
         lines.append(f"  {a.model} {a.quantization} on {a.framework} ({a.server}, {a.slots} slot(s)) on {a.hardware_id}: "
                      f"{a.energy_per_request_j:.4g} J/request, {a.energy_per_output_token_j:.4g} J/output token, "
                      f"{a.achieved_rate_per_s:.3g} requests/s, p90 TTFT {a.ttft_p90_s:.3g} s, p90 TPOT {tpot}, "
-                     f"SLO {'met' if a.meets_slo else 'not met'} — "
+                     f"SLO {'met' if a.meets_slo else 'not met'}, {quality} — "
                      f"{a.note if a.note.startswith(a.how) else f'{a.how}: {a.note}'} [sweep {a.sweep_id}]")
     return lines
