@@ -256,6 +256,7 @@ def test_load_point_row_counts_the_whole_window_and_checks_the_slo() -> None:
     assert row["ttft_p50_s"] == pytest.approx(0.3) and row["offered_rate_per_s"] == 1.0 and row["users"] is None
     checked = validate_table("load_points", pd.DataFrame([row]))
     assert checked.ok, checked.failures
+    assert row["host_calibration_ns"] > 0 and row["cpu_set"] and row["cpu_count"] >= 1  # the host, as run rows have it
     broken = pd.DataFrame([{**row, "energy_per_request_j": 1.0}])
     assert "energy_per_request_j" in set(validate_table("load_points", broken).failures["column"])
     with pytest.raises(BackendError, match="none of 1 requests completed"):

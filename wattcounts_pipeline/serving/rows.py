@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from wattcounts_pipeline.core.errors import BackendError
+from wattcounts_pipeline.meters import host
 from wattcounts_pipeline.meters.base import EnergyReading
 from wattcounts_pipeline.meters.estimate import cpu_model_name, hardware_id
 from wattcounts_pipeline.serving.loadgen import Outcome
@@ -54,7 +55,9 @@ def meets_slo(outcome: Outcome, ttft_s: float | None, tpot_s: float | None) -> b
 
 def _hardware(reading: EnergyReading) -> dict[str, Any]:
     dev = reading.device_info
+    # the host as the run rows record it (meters/host.py): a server's loop is host-bound past a few users
     return {"hardware_id": hardware_id(dev), "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count() or 1,
+            "cpu_set": host.cpu_set(), "cpu_mhz": host.cpu_mhz(), "host_calibration_ns": host.calibration_ns(),
             "gpu_name": dev.get("gpu_name"), "gpu_count": int(dev.get("gpu_count") or 0)}
 
 
