@@ -155,11 +155,15 @@ class VLLMBackend(HFTokenizerMixin, InferenceBackend):
             self.worker = None
         return BackendError(f"{reason} (log {self.log_path})\n--- vllm log tail ---\n{tail(self.log_path)}")
 
+    @staticmethod
+    def completions(prompts: list[Prompt]) -> list[Completion]:
+        """Requests as its OpenAI server takes them: token ids, sent as they are."""
+        return [Completion(list(p.token_ids), len(p.token_ids), p.max_new_tokens) for p in prompts]
+
     def generate(self, prompts: list[Prompt], batch_size: int) -> list[RequestResult]:
         if self.server is not None and self.client is not None:
             try:
-                return self.client.run([Completion(list(p.token_ids), len(p.token_ids), p.max_new_tokens)
-                                        for p in prompts], batch_size)
+                return self.client.run(self.completions(prompts), batch_size)
             except BackendError as exc:
                 raise self.server.fail(str(exc)) from exc
         if self.worker is None:

@@ -97,8 +97,6 @@ class ServingTarget:
         """Requests as this server takes them (token ids, or text for llama-cpp-python's server)."""
         if isinstance(self.backend, LlamaCppServerBackend):
             return [self.backend._completion(p) for p in prompts]
-        if isinstance(self.backend, VLLMBackend):  # token ids, as its batch path sends them
-            return [Completion(list(p.token_ids), len(p.token_ids), p.max_new_tokens) for p in prompts]
         return self.backend.completions(prompts)
 
     def send(self, completions: list[Completion]) -> Send:
