@@ -134,7 +134,7 @@ def small(config_dir: Path) -> torch.nn.Module:
     config = AutoConfig.from_pretrained(config_dir)
     for name, value in (("num_hidden_layers", 2), ("hidden_size", 64), ("intermediate_size", 128),
                         ("num_attention_heads", 4), ("num_key_value_heads", 2), ("head_dim", 16),
-                        ("vocab_size", 512), ("pad_token_id", 0), ("num_local_experts", 4),
+                        ("vocab_size", 512), ("pad_token_id", 0), ("num_local_experts", 4), ("num_experts_per_tok", 2),
                         ("initializer_range", 0.02 if config.model_type == "gemma2" else 0.3)):
         if hasattr(config, name):
             setattr(config, name, value)
