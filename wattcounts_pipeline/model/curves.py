@@ -187,17 +187,22 @@ def measured_answers(source: Path | None, scenario: str, hardware_key: str, user
     return answer_from_curves(frame, scenario, hardware_key, users, rate_per_s, ttft_slo_s, tpot_slo_s)
 
 
-def measured_setups(answers: list[CurveAnswer]) -> set[tuple[str, str, str]]:
-    """(catalog architecture, quantization, framework) of the answered configurations: the predictor leaves these."""
+def setup_key(answer: CurveAnswer) -> tuple[str, str, str] | None:
+    """(catalog architecture, quantization key, framework) of an answer, as the predictor's candidates and quality
+    table name setups; None for a model the catalog does not know."""
     from wattcounts_pipeline.model.catalog import get_architecture
+    from wattcounts_pipeline.model.features import quantization_key
 
-    out = set()
-    for a in answers:
-        try:
-            out.add((get_architecture(a.model, a.architecture).key, a.quantization.upper(), a.framework))
-        except WattCountsError:
-            continue
-    return out
+    try:
+        return get_architecture(answer.model, answer.architecture).key, quantization_key(answer.quantization), \
+            answer.framework
+    except WattCountsError:
+        return None
+
+
+def measured_setups(answers: list[CurveAnswer]) -> set[tuple[str, str, str]]:
+    """The setups of the answered configurations: the predictor leaves these."""
+    return {key for a in answers if (key := setup_key(a)) is not None}
 
 
 def with_quality(answers: list[CurveAnswer], known: pd.DataFrame, trusted: tuple[str, ...],
@@ -207,20 +212,13 @@ def with_quality(answers: list[CurveAnswer], known: pd.DataFrame, trusted: tuple
     speed and energy only: a setup without a known quality cannot meet a floor."""
     from dataclasses import replace
 
-    from wattcounts_pipeline.model.catalog import get_architecture
-    from wattcounts_pipeline.model.features import quantization_key
-
     table = known[known["quality_source"].isin(trusted)] if not known.empty else known
-    lookup = {} if table.empty else {
+    lookup: dict[tuple[str, str, str] | None, tuple[float | None, str | None]] = {} if table.empty else {
         (r.architecture, r.quantization, r.framework): (float(r.quality_acc_mean), str(r.quality_source))
         for r in table.itertuples()}
     out = []
     for a in answers:
-        try:
-            key = (get_architecture(a.model, a.architecture).key, quantization_key(a.quantization), a.framework)
-        except WattCountsError:
-            key = None
-        value, source = lookup.get(key, (None, None)) if key else (None, None)
+        value, source = lookup.get(setup_key(a), (None, None))
         meets = min_quality is None or (value is not None and value >= min_quality)
         out.append(replace(a, quality_acc_mean=value, quality_source=source, meets_quality=meets))
     return sorted(out, key=lambda a: not (a.meets_slo and a.meets_quality))
