@@ -7,13 +7,16 @@ One sweep folder is one device call. For each configuration in ≥ 2 folders it 
 difference between the folders' means, |a - b| / min(a, b), for J/token and tokens/s, whether the calls ran on
 the same card (`gpu_uuids` in the rows, else `meter.json`), and the median over all such configurations, over
 those of the current protocol (≥ 10 s windows) and over same-card pairs: the engines issue asks for ≥ 20
-configurations at a median ≤ 3% in J/token.
+configurations at a median ≤ 3% in J/token. `--protocol` also pairs the specs measured again with ≥ 10 s windows
+(experiments/gpu_remeasure.yaml: the same spec but for `min_window_s`, so a configuration of its own) with their
+short-window calls: how far the old calls lay from the new protocol's mean.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,9 +42,10 @@ def per_call_means(root: Path) -> pd.DataFrame:
         runs = read_table(folder, "runs")
         if runs.empty:
             continue
-        g = runs.groupby("configuration_id").agg(energy_per_token_j=("energy_per_token_j", "mean"),
-                                                 tokens_per_s=("tokens_per_s", "mean"),
-                                                 min_window_s=("duration_s", "min"))
+        engine = runs["engine_args_json"] if "engine_args_json" in runs else pd.Series("", index=runs.index)
+        g = runs.assign(engine_args_json=engine.fillna("")).groupby("configuration_id").agg(
+            energy_per_token_j=("energy_per_token_j", "mean"), tokens_per_s=("tokens_per_s", "mean"),
+            min_window_s=("duration_s", "min"), engine_args_json=("engine_args_json", "first"))
         model = str(runs["gpu_name"].dropna().iloc[0]) if "gpu_name" in runs and runs["gpu_name"].notna().any() else "cpu"
         frames.append(g.reset_index().assign(call=folder.name, card=_card(folder, runs), card_model=model))
     return pd.concat(frames, ignore_index=True)
@@ -62,6 +66,26 @@ def spread(means: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def protocol_pairs(means: pd.DataFrame) -> pd.DataFrame:
+    """Specs measured with ≥ 10 s windows beside calls of the same spec with shorter ones (same card model, same
+    engine arguments, configuration ids equal but for their hash): each short-window call's mean against the
+    long-window mean, per metric."""
+    means = means.assign(spec=means["configuration_id"].map(lambda c: re.sub(r"-[0-9a-f]{8}$", "", c)),
+                         long=means["min_window_s"] >= MIN_WINDOW_S * 0.99)
+    rows = []
+    for _, g in means.groupby(["spec", "engine_args_json", "card_model"]):
+        new, old = g[g["long"]], g[~g["long"]]
+        if new.empty or old.empty:
+            continue
+        ref = {m: float(new[m].mean()) for m in ("energy_per_token_j", "tokens_per_s")}
+        for r in old.itertuples():
+            rows.append({"spec": r.spec, "call": r.call, "long_call": " ".join(new["call"]),
+                         "energy_per_token_j": r.energy_per_token_j, "long_energy_per_token_j": ref["energy_per_token_j"],
+                         "energy_per_token_rel": r.energy_per_token_j / ref["energy_per_token_j"] - 1,
+                         "tokens_per_s_rel": r.tokens_per_s / ref["tokens_per_s"] - 1})
+    return pd.DataFrame(rows)
+
+
 def summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     out = {}
     for name, part in (("all", table), ("long_windows", table[table["long_windows"]]),
@@ -78,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, default=Path("data/measurements"))
     parser.add_argument("--json", type=Path, default=None, help="also write the table and summary here")
+    parser.add_argument("--protocol", action="store_true", help="also pair short-window calls with ≥ 10 s ones")
     args = parser.parse_args(argv)
-    table = spread(per_call_means(args.root))
+    means = per_call_means(args.root)
+    table = spread(means)
     if table.empty:
         print("no configuration was measured in two calls")
         return 1
@@ -90,9 +116,22 @@ def main(argv: list[str] | None = None) -> int:
           .to_string(index=False))
     result = summary(table)
     print(json.dumps(result, indent=1))
+    document: dict[str, object] = {"summary": result, "configurations": table.to_dict("records")}
+    if args.protocol:
+        pairs = protocol_pairs(means)
+        if pairs.empty:
+            print("no spec was measured with both short and >= 10 s windows")
+        else:
+            print((pairs.assign(energy_pct=(100 * pairs["energy_per_token_rel"]).round(1),
+                                tokens_pct=(100 * pairs["tokens_per_s_rel"]).round(1))
+                   [["spec", "call", "energy_per_token_j", "long_energy_per_token_j", "energy_pct", "tokens_pct"]])
+                  .to_string(index=False))
+            within = (pairs.groupby("spec")["energy_per_token_rel"].apply(lambda r: r.abs().max()) <= 0.10)
+            print(f"{int(within.sum())} of {len(within)} specs: every short-window call within 10% of the "
+                  f"≥ 10 s mean in J/token")
+        document["protocol"] = pairs.to_dict("records")
     if args.json:
-        args.json.write_text(json.dumps({"summary": result, "configurations": table.to_dict("records")},
-                                        indent=1) + "\n")
+        args.json.write_text(json.dumps(document, indent=1) + "\n")
     return 0
 
 

@@ -45,3 +45,16 @@ def test_nothing_repeated_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[
     _call(tmp_path, "call1", {"a": (1.0, 100.0, 11.0)}, None)
     assert repeatability.main([str(tmp_path)]) == 1
     assert "no configuration was measured in two calls" in capsys.readouterr().out
+
+
+def test_protocol_pairs_short_windows_with_the_long_window_spec(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # the same spec, once with 4 s windows (old protocol) and once with >= 10 s ones: two configuration ids
+    _call(tmp_path, "old", {"m-transformers-bf16-decode-128-256-b2-0123abcd": (1.2, 90.0, 4.0),
+                            "m-transformers-bf16-decode-128-256-b8-0123abce": (1.0, 90.0, 4.0)}, "GPU-x")
+    _call(tmp_path, "new", {"m-transformers-bf16-decode-128-256-b2-89abcdef": (1.0, 100.0, 12.0)}, "GPU-y")
+    pairs = repeatability.protocol_pairs(repeatability.per_call_means(tmp_path))
+    assert len(pairs) == 1  # b8 has no long-window call
+    row = pairs.iloc[0]
+    assert row["spec"] == "m-transformers-bf16-decode-128-256-b2" and row["call"] == "old"
+    assert row["energy_per_token_rel"] == pytest.approx(0.2) and row["tokens_per_s_rel"] == pytest.approx(-0.1)
