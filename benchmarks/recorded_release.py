@@ -29,12 +29,12 @@ from wattcounts_pipeline.quality.derive import release_quality
 ROOT = Path("data") / "measurements"
 
 
-def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1", quality: bool = False
-                         ) -> tuple[Path, dict[str, object]]:
+def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1", quality: bool = False,
+                         previous: Path | None = None) -> tuple[Path, dict[str, object]]:
     """The release of every configuration recorded in `folders`, the way the pipeline builds it, and the
     seconds of each stage (`index`: which keys exist; `serve`: `find_recorded` per key, as the `measurements`
     asset does per partition; `validate`: `validate_partitions` over all keys; `aggregate`;
-    `release`) with the row counts."""
+    `release`) with the row counts. `previous`: the release this one follows (its changelog says what changed)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     keys = sorted(set().union(*(done_keys(f) for f in folders)))
@@ -59,7 +59,7 @@ def release_from_folders(folders: list[Path], out: Path, version: str = "0.0.1",
     tables["configurations"] = aggregate(tables["runs"], tables["requests"], tables["quality"])
     timings["aggregate_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    folder = build_release(tables, version, out)
+    folder = build_release(tables, version, out, previous=previous)
     timings["release_s"] = time.perf_counter() - t
     stats: dict[str, object] = {"configurations": len(tables["configurations"]), "quarantined_rows": quarantined,
                                 **{f"{n}_rows": len(f) for n, f in tables.items()},

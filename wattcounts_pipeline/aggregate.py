@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from wattcounts_pipeline.core.contracts import load_contract
-from wattcounts_pipeline.core.hardware import hardware_suffix
+from wattcounts_pipeline.core.hardware import first_machine, hardware_suffix
 from wattcounts_pipeline.core.stats import Z95, t95
 from wattcounts_pipeline.core.vocab import CARBON_G_PER_KWH, ELECTRICITY_USD_PER_KWH
 from wattcounts_pipeline.quality.derive import BF16_LABELS, MC_TASKS
@@ -52,9 +52,8 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
     g = runs.groupby("configuration_id", sort=True)
     out = g[CONFIG_COLUMNS[1:]].first()
     out["energy_per_token_j_by_gpu"] = _energy_per_token_by_gpu(runs)
-    means = g[["input_tokens", "output_tokens", "energy_per_token_j", "energy_per_token_net_j",
-               "energy_per_request_j", "tokens_per_s", "mean_power_w", "idle_power_w"]].mean()
-    out = out.join(means)
+    out = out.join(_group_means(runs, ["input_tokens", "output_tokens", "energy_per_token_j", "energy_per_token_net_j",
+                                       "energy_per_request_j", "tokens_per_s", "mean_power_w", "idle_power_w"]))
     split = runs.assign(prefill_energy_per_request_j=_numeric(runs, "prefill_energy_j") / runs["num_requests"],
                         decode_energy_per_token_j=_numeric(runs, "decode_energy_per_token_j"),
                         energy_per_token_net_cold_j=_numeric(runs, "energy_per_token_net_cold_j"))
@@ -88,8 +87,9 @@ def aggregate(runs: pd.DataFrame, requests: pd.DataFrame, quality: pd.DataFrame,
 def configuration_keys(runs: pd.DataFrame) -> pd.Series:
     """The configuration each run counts towards. Our rows: their configuration_id. Contributed rows:
     `<configuration_id>@<bundle id>`. Either way a key measured on more than one machine (`hardware_id`: a spec
-    with `hardware: any` that one call ran on an H100 and another on an H200, or one bundle's two machines) gets
-    a hardware hash appended, so two cards are two rows of the release, never one row with the first card's name."""
+    with `hardware: any` that one call ran on an H100 and another on an H200, or one bundle's two machines) is
+    one configuration per machine, never one row with the first card's name: the machine measured first keeps
+    the key (`first_machine`), the others get a hardware hash appended."""
     source = runs["source"].astype(str)
     submitted = source.str.startswith("submission:").to_numpy()
     ids = runs["configuration_id"].astype(str)
@@ -98,7 +98,12 @@ def configuration_keys(runs: pd.DataFrame) -> pd.Series:
     mixed = (hardware.groupby(key).transform("nunique") > 1).to_numpy()
     if not submitted.any() and not mixed.any():
         return runs["configuration_id"]
-    return key.where(~mixed, key + "-" + hardware.map(hardware_suffix))
+    started = (runs["started_at"] if "started_at" in runs else pd.Series("", index=runs.index)).fillna("").astype(str)
+    earliest = pd.DataFrame({"key": key, "hardware": hardware, "started": started})[mixed] \
+        .groupby(["key", "hardware"])["started"].min()
+    keeps = {k: first_machine(dict(g.droplevel(0).items())) for k, g in earliest.groupby(level=0)}
+    plain = ~mixed | (hardware == key.map(keeps)).to_numpy()
+    return key.where(plain, key + "-" + hardware.map(hardware_suffix))
 
 
 def _with_identity(runs: pd.DataFrame, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -156,26 +161,50 @@ def _energy_per_token_by_gpu(runs: pd.DataFrame) -> pd.Series:
     return pd.Series(result, index=keys, dtype=object)
 
 
+def _group_means(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per configuration, the mean of each column over its runs (NaN skipped), summed row by row in run order.
+
+    Why not `groupby().mean()`: its last bit depends on how the frame lies in memory (runs relabelled by
+    `configuration_keys` gave other bits for the same values), so adding a configuration on another card
+    would mark unchanged ones as changed in the release changelog. This sum depends only on the values."""
+    codes, keys = pd.factorize(runs["configuration_id"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    values = runs[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)[order]
+    present = ~np.isnan(values)
+    firsts, sums, _ = _row_sums_by_group(np.where(present, values, 0.0), codes[order])
+    _, counts, _ = _row_sums_by_group(present.astype(float), codes[order])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / counts, np.nan)
+    return pd.DataFrame(means, index=pd.Index(keys[firsts], name="configuration_id"), columns=columns)
+
+
 def _row_means_by_group(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of `values` (n × k) averaged per run of equal `groups` (sorted): the groups and their means, bit
-    for bit `values[rows].mean(axis=0)` of each group. numpy sums one column pairwise and wider ones row by
-    row, so groups of one size are stacked and summed the same way (a loop over sizes, not over groups)."""
+    for bit `values[rows].mean(axis=0)` of each group (see `_row_sums_by_group`)."""
+    firsts, sums, sizes = _row_sums_by_group(values, groups)
+    return firsts, sums / sizes[:, None]
+
+
+def _row_sums_by_group(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of `values` (n × k) summed per run of equal `groups` (sorted): the groups, the sums and the group
+    sizes. numpy sums one column pairwise and wider ones row by row, so groups of one size are stacked and summed
+    the same way (a loop over sizes, not over groups)."""
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     sizes = np.diff(np.r_[starts, len(groups)])
     width = values.shape[1]
-    means = np.empty((len(starts), width))
+    sums = np.empty((len(starts), width))
     for size in np.unique(sizes):
         which = np.flatnonzero(sizes == size)
         rows = (starts[which][:, None] + np.arange(size)).ravel()
         stack = values[rows].reshape(len(which), size, width)
         if width == 1:
-            sums = np.ascontiguousarray(stack[:, :, 0]).sum(axis=1)[:, None]  # pairwise, as numpy's mean
+            part = np.ascontiguousarray(stack[:, :, 0]).sum(axis=1)[:, None]  # pairwise, as numpy's mean
         else:
-            sums = stack[:, 0, :].copy()
+            part = stack[:, 0, :].copy()
             for i in range(1, size):  # row after row, as numpy's mean over axis 0
-                sums += stack[:, i, :]
-        means[which] = sums / size
-    return groups[starts], means
+                part += stack[:, i, :]
+        sums[which] = part
+    return groups[starts], sums, sizes
 
 
 def _parse_lists(texts: np.ndarray) -> list:

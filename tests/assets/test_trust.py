@@ -142,21 +142,28 @@ def test_recorded_data_aggregates_one_row_per_id_and_machine() -> None:
 
 
 def test_one_spec_of_ours_on_two_cards_is_two_configurations() -> None:
-    """A `hardware: any` spec measured by one call on an H100 and by another on an H200 keeps both cards."""
+    """A `hardware: any` spec measured by one call on an H100 and by a later one on an H200 keeps both cards; the
+    configuration released first keeps its id and every value, bit for bit, when the second card's rows arrive."""
     from wattcounts_pipeline.aggregate import aggregate
+    from wattcounts_pipeline.core.hardware import hardware_suffix
     from wattcounts_pipeline.measure.store import load_sweep
     part = load_sweep(REPO / "data" / "measurements" / "h100-2026-12-05-quant-call7")
     runs, requests = part["runs"], part["requests"]
     one = runs["configuration_id"].iloc[0]
     h100_runs, h100_requests = runs[runs["configuration_id"] == one], requests[requests["configuration_id"] == one]
     h200_runs = h100_runs.assign(hardware_id="1x NVIDIA H200", gpu_name="NVIDIA H200",
-                                 run_id=h100_runs["run_id"].str.replace("/r", "/h200-r"))
+                                 run_id=h100_runs["run_id"].str.replace("/r", "/h200-r"),
+                                 started_at=h100_runs["started_at"].str.replace("2026-12-05", "2026-12-06"))
     h200_requests = h100_requests.assign(run_id=h100_requests["run_id"].str.replace("/r", "/h200-r"))
-    configs = aggregate(pd.concat([h100_runs, h200_runs], ignore_index=True),
-                        pd.concat([h100_requests, h200_requests], ignore_index=True), pd.DataFrame())
-    assert len(configs) == 2 and (configs["n_runs"] == len(h100_runs)).all()
-    assert sorted(configs["gpu_name"]) == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
-    assert all(key.startswith(f"{one}-") for key in configs["configuration_id"])
+    before = aggregate(runs, requests, pd.DataFrame())
+    configs = aggregate(pd.concat([runs, h200_runs], ignore_index=True),
+                        pd.concat([requests, h200_requests], ignore_index=True), pd.DataFrame())
+    two = configs[configs["configuration_id"].str.startswith(one)]
+    assert len(two) == 2 and (two["n_runs"] == len(h100_runs)).all()
+    assert dict(zip(two["gpu_name"], two["configuration_id"], strict=True)) == {
+        "NVIDIA H100 80GB HBM3": one, "NVIDIA H200": f"{one}-{hardware_suffix('1x NVIDIA H200')}"}
+    kept = configs[configs["configuration_id"].isin(before["configuration_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before, check_exact=True)  # nothing released before changed
 
 
 # ---------------------------------------------------------------- what we publish stays inert

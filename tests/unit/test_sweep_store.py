@@ -20,7 +20,7 @@ KEYS = ["tiny-a-b1-0000aaaa", "tiny-b-b4-1111bbbb", "tiny-c-b8-2222cccc"]
 
 
 def _spec_rows(folder: Path, key: str, n_runs: int = 2, with_runs: bool = True, only_runs: bool = False,
-               hardware_id: str = "1x NVIDIA H200") -> None:
+               hardware_id: str = "1x NVIDIA H200", started_at: str | None = None) -> None:
     """One spec's rows as the sweep writes them, with the awkward values real rows carry."""
     runs = pd.DataFrame([{
         "run_id": f"{key}/r{i}", "configuration_id": key, "repetition": i, "batch_size": 4, "hardware_id": hardware_id,
@@ -28,6 +28,7 @@ def _spec_rows(folder: Path, key: str, n_runs: int = 2, with_runs: bool = True, 
         "cpu_energy_j": None, "maybe_j": None if i == 0 else 2.5, "maybe_n": None if i else 3,
         "short": bool(i), "energy_flags": None if i else "short_window",
         "engine_args_json": json.dumps({"compile": True, "device": "cuda", "name": "é\"\\\n"}),
+        **({"started_at": started_at} if started_at else {}),
     } for i in range(n_runs)])
     requests = pd.DataFrame([{"run_id": f"{key}/r{i}", "configuration_id": key, "request_index": j,
                               "ttft_s": 0.04428852600000255 * (j + 1), "energy_j": 660.6482247285478 / (j + 1)}
@@ -118,14 +119,16 @@ def test_in_progress_jsonl_and_resumed_pack(sweep: Path) -> None:
 
 def test_recorded_rows_come_from_the_first_folder_of_each_machine(tmp_path: Path) -> None:
     """A repeat call on the same card is not served twice; another card's call is served beside it, with
-    run ids told apart by the suffix `aggregate.configuration_keys` gives that card's configuration."""
+    run ids told apart by the suffix `aggregate.configuration_keys` gives that card's configuration; the card
+    measured first keeps the plain id (a released configuration keeps its id), whatever the folders' order."""
     from wattcounts_pipeline.aggregate import configuration_keys
     from wattcounts_pipeline.core.hardware import hardware_suffix
     h100, h200, h200_repeat = (tmp_path / name for name in ("h100-a", "h200-a", "h200-b-repeat"))
-    for folder, machine in ((h100, "1x NVIDIA H100 80GB HBM3"), (h200, "1x NVIDIA H200"),
-                            (h200_repeat, "1x NVIDIA H200")):
+    for folder, machine, started in ((h100, "1x NVIDIA H100 80GB HBM3", "2026-12-05T10:00:00"),
+                                     (h200, "1x NVIDIA H200", "2026-11-26T10:00:00"),
+                                     (h200_repeat, "1x NVIDIA H200", "2026-12-06T10:00:00")):
         folder.mkdir()
-        _spec_rows(folder, KEYS[0], hardware_id=machine)
+        _spec_rows(folder, KEYS[0], hardware_id=machine, started_at=started)
     _spec_rows(h200, KEYS[1])
     served, picked = find_recorded(KEYS[0], [h100, h200, h200_repeat])
     assert served == [h100, h200]  # the H200 repeat call is not served
@@ -133,7 +136,7 @@ def test_recorded_rows_come_from_the_first_folder_of_each_machine(tmp_path: Path
     assert len(picked["requests"]) == 12 and len(picked["power_traces"]) == 20
     assert set(picked["requests"]["run_id"]) == set(picked["runs"]["run_id"]) == set(picked["power_traces"]["run_id"])
     keys = configuration_keys(picked["runs"].assign(source="ours"))
-    assert set(keys) == {f"{KEYS[0]}-{hardware_suffix(m)}" for m in ("1x NVIDIA H100 80GB HBM3", "1x NVIDIA H200")}
+    assert set(keys) == {KEYS[0], f"{KEYS[0]}-{hardware_suffix('1x NVIDIA H100 80GB HBM3')}"}  # the H200 came first
     assert (picked["runs"]["run_id"].str.rsplit("/", n=1).str[0] == keys).all()
     served, picked = find_recorded(KEYS[1], [h100, h200])  # one machine: ids as recorded
     assert served == [h200] and picked["runs"]["run_id"].tolist() == [f"{KEYS[1]}/r0", f"{KEYS[1]}/r1"]

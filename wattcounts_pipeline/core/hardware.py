@@ -55,6 +55,13 @@ def hardware_suffix(hardware_id: str) -> str:
     return hashlib.sha256(str(hardware_id).encode()).hexdigest()[:6]
 
 
+def first_machine(started: dict[str, str]) -> str:
+    """Of the machines (`hardware_id`) one configuration id was measured on, the one whose earliest run started
+    first (ties: by name). It keeps the plain id and the others take `hardware_suffix`, so a configuration
+    already released keeps its id when a later call measures the same spec on another card."""
+    return min(started, key=lambda machine: (started[machine], machine))
+
+
 def split_tag(tag: str) -> tuple[str, int]:
     """(`gpu-h100`, 2) for `gpu-h100-x2`; (`cpu`, 1) for `cpu`. The count is devices of the base kind."""
     match = _MULTI.match(tag)

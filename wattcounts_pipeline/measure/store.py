@@ -25,7 +25,7 @@ import pandas as pd
 
 from wattcounts_pipeline.core.atomic import atomic_file
 from wattcounts_pipeline.core.errors import RecordedDataError
-from wattcounts_pipeline.core.hardware import hardware_suffix
+from wattcounts_pipeline.core.hardware import first_machine, hardware_suffix
 from wattcounts_pipeline.core.vocab import MEASURED_TABLES
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,8 @@ def find_recorded(key: str, folders: list[Path]) -> tuple[list[Path], dict[str, 
     """The rows of configuration `key`: for each machine (`hardware_id`) those of the first folder that
     holds the key on it. A later folder of the same machine is a repeat call (read for repeatability, not
     served); another machine's rows are a configuration of their own, which `aggregate.configuration_keys`
-    names apart: their run ids get the same hardware suffix here, so each run id stays unique."""
+    names apart: their run ids get the same hardware suffix here (all but the machine measured first, which
+    keeps its ids), so each run id stays unique."""
     served: dict[str, tuple[Path, dict[str, pd.DataFrame]]] = {}
     for folder in folders:
         machine = _machines(*_stamp(folder, ("runs",))).get(key)
@@ -172,7 +173,11 @@ def find_recorded(key: str, folders: list[Path]) -> tuple[list[Path], dict[str, 
     if len(served) == 1:
         folder, picked = next(iter(served.values()))
         return [folder], picked
+    keeps = first_machine({machine: str(picked["runs"]["started_at"].fillna("").min()) if "started_at" in picked["runs"]
+                           else "" for machine, (_, picked) in served.items()})
     for machine, (_, picked) in served.items():
+        if machine == keeps:
+            continue
         relabelled = f"{key}-{hardware_suffix(machine)}/"
         for frame in picked.values():
             if "run_id" in frame:
