@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     started = time.perf_counter()
-    folders = sorted(p for p in (REPO / ROOT).iterdir() if p.is_dir())
+    # configuration sweeps only: a folder without runs.parquet (a serving sweep) measured no configuration
+    folders = sorted(p for p in (REPO / ROOT).iterdir() if (p / "runs.parquet").is_file())
     with tempfile.TemporaryDirectory() as tmp:
         release = args.release or release_from_folders(folders, Path(tmp), quality=True)[0]
         configurations = pd.read_parquet(release / "data" / "configurations.parquet")

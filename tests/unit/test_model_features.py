@@ -16,8 +16,10 @@ from wattcounts_pipeline.model.features import (
     featurize,
     quantization_key,
     roofline,
+    run_work,
     weights_read_per_step,
 )
+from wattcounts_pipeline.model.physics import prefill_setup_labels
 
 
 def test_roofline_memory_bound_by_hand() -> None:
@@ -59,6 +61,44 @@ def test_mixture_of_experts_reads_only_routed_experts() -> None:
     mixtral = architecture_catalog()["Mixtral-8x7B"]
     assert weights_read_per_step(mixtral, 1) == pytest.approx(mixtral.active_params)
     assert weights_read_per_step(mixtral, 256) == pytest.approx(mixtral.total_params)
+
+
+def test_transformers_decode_copies_routed_experts_per_token() -> None:
+    """batched_mm: three passes over each routed expert per (token, expert) pair, so the bytes grow with the batch
+    where a fused kernel's stop at all experts; prefill and dense models are unchanged."""
+    mixtral, h200 = architecture_catalog()["Mixtral-8x7B"], get_hardware("H200")
+    routed = mixtral.experts_per_token * mixtral.num_layers * mixtral.mlp_params_per_expert * 2  # bytes, BF16
+
+    def work(arch_key: str, batch: int, gathers: bool) -> dict[str, float]:
+        return run_work(architecture_catalog()[arch_key], h200, quant="BF16", batch_size=batch, input_tokens=0,
+                        output_tokens=1, gathers_experts=gathers)
+
+    step = {b: work("Mixtral-8x7B", b, True)["decode_memory_s"] * 4800e9 for b in (1, 8, 32)}
+    assert step[32] - step[8] == pytest.approx(3 * 24 * routed, rel=1e-4)  # + a little KV cache
+    assert work("Mixtral-8x7B", 32, False)["decode_memory_s"] < work("Mixtral-8x7B", 8, True)["decode_memory_s"]
+    assert work("Mixtral-8x7B", 8, True)["prefill_memory_s"] == work("Mixtral-8x7B", 8, False)["prefill_memory_s"]
+    assert work("Llama-3.1-8B", 8, True) == work("Llama-3.1-8B", 8, False)
+
+
+def test_a_pipeline_runs_its_stages_in_turn_and_tensor_parallel_splits_the_work() -> None:
+    rows = pd.DataFrame([{"model": "llama-3.1-70b", "framework": "transformers", "dtype": "bfloat16",
+                          "hardware": "H200", "gpu_count": 4, "batch_size": 1, "input_tokens": 128,
+                          "output_tokens": 256, "engine_args_json": json.dumps(args)}
+                         for args in ({"parallelism": "pipeline"}, {"parallelism": "tensor"}, {})])
+    pipe, tensor, default = build_features(rows).to_dict("records")
+    assert pipe["parallelism"] == default["parallelism"] == "pipeline" and tensor["parallelism"] == "tensor"
+    assert pipe["decode_memory_s"] == pytest.approx(4 * tensor["decode_memory_s"])
+    assert pipe["tdp_w"] == tensor["tdp_w"] == 4 * 700 and pipe["working_tdp_w"] == 700
+    # the same joules of work either way: a quarter of the devices for four times as long
+    assert pipe["working_tdp_w"] * pipe["decode_memory_s"] == pytest.approx(
+        tensor["working_tdp_w"] * tensor["decode_memory_s"])
+
+
+def test_a_compiled_transformers_run_prefills_on_the_eager_path() -> None:
+    feats = pd.DataFrame({"framework": ["transformers", "transformers", "llamacpp-server"],
+                          "mode": ["compiled", "compiled", "eager"], "quant_key": ["BF16", "FP8", "Q4_K_M"]})
+    assert list(prefill_setup_labels(feats)) == ["transformers/eager", "transformers/eager/FP8",
+                                                 "llamacpp-server/eager"]
 
 
 @pytest.mark.parametrize(("quant", "dtype", "expected"), [

@@ -127,16 +127,33 @@ def weights_read_per_step(arch: Architecture, batch_size: int) -> float:
     return arch.total_params - arch.expert_params * p_untouched
 
 
+def working_devices(device_count: int, parallelism: str) -> int:
+    """Devices working at once: all of them under tensor parallelism, one under a pipeline (its stages run one
+    after another for a batch, so bandwidth and FLOP/s are one device's while all of them draw power)."""
+    return device_count if parallelism == "tensor" else 1
+
+
+def default_parallelism(framework: str, device_count: int) -> str:
+    """How an engine spreads a model over `device_count` devices unless told: vLLM shards each layer (tensor),
+    transformers (`device_map`) and llama.cpp (`--split-mode layer`) split the layers (pipeline)."""
+    if device_count <= 1:
+        return "none"
+    return "tensor" if framework == "vllm" else "pipeline"
+
+
 def roofline(arch: Architecture, hw: Hardware, *, quant: str, batch_size: int, input_tokens: float,
-             output_tokens: float, device_count: int = 1, kv_bytes_per_value: float = 2.0) -> Roofline:
+             output_tokens: float, device_count: int = 1, kv_bytes_per_value: float = 2.0,
+             parallelism: str = "tensor") -> Roofline:
     """Roofline of one decode step for `batch_size` sequences at the mean context (input + output/2).
 
-    step = max((weight bytes + KV bytes) / bandwidth, 2 · active params · batch / peak FLOP/s);
-    per output token: step / batch; energy guess: TDP · devices · step / batch; prefill (TTFT): one pass over
-    all prompts, max(weight bytes / bandwidth, 2 · active params · batch · input / peak).
+    step = max((weight bytes + KV bytes) / bandwidth, 2 · active params · batch / peak FLOP/s), bandwidth and
+    peak those of the `working_devices`; per output token: step / batch; energy guess: TDP · devices · step /
+    batch; prefill (TTFT): one pass over all prompts, max(weight bytes / bandwidth, 2 · active params · batch ·
+    input / peak).
     """
-    bandwidth_b_s = hw.memory_bandwidth_gb_s * 1e9 * device_count
-    peak_flop_s = peak_tflops(hw, quant) * 1e12 * device_count
+    working = working_devices(device_count, parallelism)
+    bandwidth_b_s = hw.memory_bandwidth_gb_s * 1e9 * working
+    peak_flop_s = peak_tflops(hw, quant) * 1e12 * working
     bpw = QUANT_BYTES_PER_WEIGHT[quant]
     weight_bytes = weights_read_per_step(arch, batch_size) * bpw
     context = input_tokens + output_tokens / 2
@@ -153,6 +170,25 @@ def roofline(arch: Architecture, hw: Hardware, *, quant: str, batch_size: int, i
                     energy_j_per_token=hw.tdp_w * device_count * step_s / batch_size)
 
 
+MOE_GATHER_PASSES = 3.0
+"""Passes over a routed expert's weights per (token, expert) pair where decode copies the experts it routes to:
+transformers (5.x) decodes a mixture of experts on a GPU with `batched_mm` (generation's
+`_optimize_model_for_decode`), which gathers a copy of the selected expert's weights for every pair (read and
+write) and multiplies against that copy (read again). Its prefill, and engines with a fused MoE kernel, read
+each touched expert once (`weights_read_per_step`)."""
+
+
+def decode_weights_read(arch: Architecture, batch_size: int, gathers_experts: bool) -> float:
+    """Parameters streamed from memory per decode step: `weights_read_per_step`, or, where the engine gathers
+    expert weights per token (`gathers_experts`), the shared weights plus MOE_GATHER_PASSES passes over each
+    of the batch × experts-per-token routed experts. Measured: Mixtral-8x7B on transformers, TPOT ∝ batch
+    (33, 126, 476 ms at batch 1, 8, 32 on an H200), which touching each expert once cannot give."""
+    if not (arch.is_moe and gathers_experts):
+        return weights_read_per_step(arch, batch_size)
+    routed = batch_size * arch.experts_per_token * arch.num_layers * arch.mlp_params_per_expert
+    return arch.total_params - arch.expert_params + MOE_GATHER_PASSES * routed
+
+
 def non_embedding_params(arch: Architecture) -> float:
     """Weights multiplied per token: all but the input embedding table (a lookup, no FLOPs); active experts only."""
     return float(arch.active_params - arch.embedding_params
@@ -160,27 +196,31 @@ def non_embedding_params(arch: Architecture) -> float:
 
 
 def run_work(arch: Architecture, hw: Hardware, *, quant: str, batch_size: int, input_tokens: float,
-             output_tokens: float, device_count: int = 1, kv_bytes_per_value: float = 2.0) -> dict[str, float]:
+             output_tokens: float, device_count: int = 1, kv_bytes_per_value: float = 2.0,
+             gathers_experts: bool = False, parallelism: str = "tensor") -> dict[str, float]:
     """The ideal (roofline) seconds of the two phases of a run, split by what bounds them.
 
     Prefill of `batch_size` prompts: FLOPs 2 · non-embedding params (the LM head counted, it is applied to
     one position per prompt at most, but the matmuls dominate) · prompt tokens + attention 4 · layers ·
     prompt² / 2 · query width (causal), bytes the weights once plus the KV written. A decode step at the mean
-    context: FLOPs 2 · non-embedding params · batch + attention, bytes the weights read plus the KV cache.
+    context: FLOPs 2 · non-embedding params · batch + attention, bytes the weights read (`decode_weights_read`:
+    `gathers_experts` where the engine copies expert weights per token) plus the KV cache. Bandwidth and peak
+    are those of the `working_devices`.
     """
-    bandwidth_b_s = hw.memory_bandwidth_gb_s * 1e9 * device_count
-    peak_flop_s = peak_tflops(hw, quant) * 1e12 * device_count
+    working = working_devices(device_count, parallelism)
+    bandwidth_b_s = hw.memory_bandwidth_gb_s * 1e9 * working
+    peak_flop_s = peak_tflops(hw, quant) * 1e12 * working
     bpw = QUANT_BYTES_PER_WEIGHT[quant]
     params = non_embedding_params(arch)
     q_width = arch.num_heads * arch.head_dim
     kv_per_token = arch.kv_elements_per_token * kv_bytes_per_value
     n_in = max(input_tokens, 1.0)
     context = input_tokens + output_tokens / 2
-    weight_bytes = weights_read_per_step(arch, batch_size) * bpw
     prefill_flops = batch_size * (2 * params * n_in + 2 * arch.num_layers * n_in * n_in * q_width)
     prefill_bytes = weights_read_per_step(arch, int(min(batch_size * n_in, 1e6))) * bpw + batch_size * n_in * kv_per_token
     decode_flops = batch_size * (2 * params + 4 * arch.num_layers * context * q_width)
-    decode_bytes = weight_bytes + batch_size * context * kv_per_token
+    decode_bytes = (decode_weights_read(arch, batch_size, gathers_experts) * bpw
+                    + batch_size * context * kv_per_token)
     return {"prefill_compute_s": prefill_flops / peak_flop_s, "prefill_memory_s": prefill_bytes / bandwidth_b_s,
             "decode_compute_s": decode_flops / peak_flop_s, "decode_memory_s": decode_bytes / bandwidth_b_s}
 
@@ -212,21 +252,37 @@ def _row_hardware(row: dict[str, Any]) -> tuple[Hardware, int]:
     return hw, max(count, 1) if hw.is_gpu else 1
 
 
+def _row_parallelism(row: dict[str, Any], framework: str, devices: int) -> str:
+    """The row's `parallelism` (or its engine args'), else the engine's default (`default_parallelism`)."""
+    if devices <= 1:
+        return "none"
+    given = _present(row, "parallelism")
+    if given is None:
+        try:
+            given = (json.loads(_present(row, "engine_args_json") or "{}") or {}).get("parallelism")
+        except json.JSONDecodeError:
+            given = None
+    return str(given) if given in ("pipeline", "tensor") else default_parallelism(framework, devices)
+
+
 def _featurize_row(row: dict[str, Any]) -> dict[str, Any]:
     arch = get_architecture(str(_present(row, "model") or ""), str(_present(row, "architecture") or ""))
     hw, devices = _row_hardware(row)
     quant = quantization_key(_present(row, "quantization") or "", _present(row, "dtype") or "")
     framework = str(row["framework"])
     mode = _present(row, "mode") or engine_mode(framework, _present(row, "engine_args_json"))
+    parallelism = _row_parallelism(row, framework, devices)
     batch, n_in, n_out = int(row["batch_size"]), float(row["input_tokens"]), float(row["output_tokens"])
     kv_bytes_per_value = 4.0 if quant == "F32" else 2.0
     rl = roofline(arch, hw, quant=quant, batch_size=batch, input_tokens=n_in, output_tokens=n_out,
-                  device_count=devices, kv_bytes_per_value=kv_bytes_per_value)
+                  device_count=devices, kv_bytes_per_value=kv_bytes_per_value, parallelism=parallelism)
     full_context_kv_gb = batch * arch.kv_elements_per_token * (n_in + n_out) * kv_bytes_per_value / 1e9
     work = run_work(arch, hw, quant=quant, batch_size=batch, input_tokens=n_in, output_tokens=n_out,
-                    device_count=devices, kv_bytes_per_value=kv_bytes_per_value)
+                    device_count=devices, kv_bytes_per_value=kv_bytes_per_value,
+                    gathers_experts=framework == "transformers" and hw.is_gpu, parallelism=parallelism)
     return {
         "arch_key": arch.key, "hardware_key": hw.key, "framework": framework, "mode": mode, "quant_key": quant,
+        "parallelism": parallelism,
         "log_total_params": math.log(arch.total_params), "log_active_params": math.log(arch.active_params),
         "num_layers": arch.num_layers, "log_hidden_size": math.log(arch.hidden_size),
         "num_kv_heads": arch.num_kv_heads, "log_vocab_size": math.log(arch.vocab_size),
@@ -244,12 +300,14 @@ def _featurize_row(row: dict[str, Any]) -> dict[str, Any]:
         "roofline_step_s": rl.step_s, "roofline_prefill_s": rl.prefill_s, "roofline_tokens_per_s": rl.tokens_per_s,
         "roofline_energy_j_per_token": rl.energy_j_per_token,
         "batch_size": batch, "input_tokens": n_in, "output_tokens": n_out, "gpu_count": devices if hw.is_gpu else 0,
+        "logits_per_step": float(batch * arch.vocab_size),
         "memory_needed_gb": arch.total_params * QUANT_BYTES_PER_WEIGHT[quant] / 1e9 + full_context_kv_gb,
         "memory_available_gb": hw.memory_gb * devices if hw.memory_gb else np.nan,
         "log_num_layers": math.log(arch.num_layers), "log_non_embedding_params": math.log(non_embedding_params(arch)),
         "log_prefill_share": math.log(work["prefill_compute_s"] / (work["prefill_compute_s"]
                                                                   + n_out * work["decode_compute_s"])),
         "idle_power_w": _idle_power(row), "tdp_w": hw.tdp_w * devices,
+        "working_tdp_w": hw.tdp_w * working_devices(devices, parallelism),
         **work,
     }
 

@@ -5,18 +5,28 @@ few kernels per layer from Python, so a step costs `overhead per layer × (layer
 be done far sooner (measured: batch-1 decode of anything from 0.5B to 8B parameters runs ≈ 50 tokens/s on an H200
 with eager transformers). So, per run of `batch` prompts of `input` tokens answered with `output` tokens:
 
-    overhead   = a · (layers + n0)                                      (host time to launch one step)
+    overhead   = a · (layers + n0) + h · batch · vocab      (host time to launch one step and handle its logits)
     decode GPU = smax(decode bytes / (η_m · bandwidth), decode FLOPs / (η_c · peak))
     prefill GPU= smax(prefill bytes / (η_m · bandwidth), prefill FLOPs / (η_p · peak))
     TPOT       = (overhead^q + decode GPU^q)^(1/q)   TTFT = ((r · overhead)^q + prefill GPU^q)^(1/q)
     tokens/s   = batch · output / (TTFT + (output − 1) · TPOT)
-    net energy = TDP · (k_m · ideal memory seconds + k_c · ideal compute seconds + k_t · run seconds)
+    net energy = working TDP · (k_m · ideal memory seconds + k_c · ideal compute seconds) + TDP · k_t · run seconds
     gross      = net + idle power · run seconds                          (both per output token)
 
-q between the overhead and the GPU time says how much they overlap (q = 1: not at all, q → ∞: fully). Every
-rate, overhead and energy coefficient is a global value times a factor per hardware and per engine setup
-(framework / mode); the factors are shrunk toward 1, so a setup or device the training rows never saw gets the
-global value. The fit is least squares on log errors (scipy, training only); the fitted numbers are plain JSON.
+q between the overhead and the GPU time says how much they overlap (q = 1: not at all, q → ∞: fully); it
+is the engine's: an eager engine queues kernels ahead of the GPU, a server loop waits on it (measured: eager
+transformers decode at batch 1 takes about as long for 7B as for 1.5B of the same depth). h is the host's time
+per logit of a step: llama-server copies each sequence's logits to the CPU and samples there, so its step
+grows with batch × vocabulary (measured at batch 32: Mistral-7B, 32k vocabulary, 13-20 ms per token,
+Llama-3.1-8B, 128k, 33-38 ms). Every rate, overhead and energy coefficient is a global value times a factor per
+hardware and per engine setup (framework / mode); the factors are shrunk toward 1, so a setup or device the
+training rows never saw gets the global value. η_m, the rate weights stream at, is the device's alone: how far
+an engine falls short shows in its overhead and overlap, and with a per-engine η_m an engine whose steps are all
+launch-bound (eager transformers below 14B) got whatever rate its few memory-bound rows gave it (Mixtral's
+decode was then predicted 2.5x too slow with the largest architectures held out). The prefill terms (TTFT, and
+the energy of the prefill's work and time) take the setup the prefill really runs on: an engine that captures
+only its decode step prefills eagerly (`prefill_setup_labels`). The fit is least squares on log errors (scipy,
+training only); the fitted numbers are plain JSON.
 """
 
 from __future__ import annotations
@@ -50,10 +60,11 @@ TIME_PARAMS: dict[str, tuple[float, tuple[str, ...]]] = {
     "log_overhead_per_layer_s": (math.log(5e-4), ("hardware", "setup")),
     "log_overhead_layers0": (math.log(2.0), ()),
     "log_prefill_overhead_ratio": (0.0, ()),
-    "logit_eta_memory": (math.log(0.7 / 0.3), ("hardware", "setup")),
+    "logit_eta_memory": (math.log(0.7 / 0.3), ("hardware",)),
     "logit_eta_compute": (0.0, ("hardware", "setup")),
     "logit_eta_prefill": (0.0, ("hardware", "setup")),
-    "log_q_minus_1": (0.0, ()),
+    "log_q_minus_1": (0.0, ("setup",)),
+    "log_host_s_per_logit": (math.log(1e-9), ("setup",)),
 }
 ENERGY_PARAMS: dict[str, tuple[float, tuple[str, ...]]] = {
     "log_k_memory": (math.log(0.3), ("hardware", "setup")),
@@ -79,10 +90,6 @@ class Levels:
         names, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
         return cls(names, codes)
 
-    def take(self, mask: np.ndarray) -> Levels:
-        """The levels of the rows in `mask` (only the levels those rows have)."""
-        return Levels.of(self.names[self.codes[mask]])
-
     def __len__(self) -> int:
         return len(self.codes)
 
@@ -95,10 +102,46 @@ def setup_labels(feats: pd.DataFrame) -> np.ndarray:
     return np.where(own_kernels, np.char.add(np.char.add(setup.astype(str), "/"), quant), setup)
 
 
-def factor_levels(feats: pd.DataFrame) -> dict[str, Levels]:
-    """Each row's level of every factor: its hardware, and its engine setup (`setup_labels`)."""
-    return {"hardware": Levels.of(feats["hardware_key"].astype(str).to_numpy()),
-            "setup": Levels.of(setup_labels(feats))}
+PREFILL_EAGER_FRAMEWORKS = ("transformers",)
+"""Engines whose compiled mode captures only the one-token decode step, so their prefill runs eagerly:
+backends/static_decode.py prefills eagerly before replaying the graphs, and `generate` with a static cache
+compiles only the decode forward. Measured: compiled TTFT at batch 1 is eager-sized (24-43 ms for 0.5B-14B on
+an H200) while compiled TPOT is 3-4x below eager."""
+
+
+def prefill_setup_labels(feats: pd.DataFrame) -> np.ndarray:
+    """`setup_labels` of the engine path each row's prefill runs on (eager for PREFILL_EAGER_FRAMEWORKS)."""
+    eager = feats["framework"].astype(str).isin(PREFILL_EAGER_FRAMEWORKS).to_numpy()
+    return setup_labels(feats.assign(mode=np.where(eager, "eager", feats["mode"].astype(str))))
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Each row's factor levels in decode and in prefill, over one vocabulary per factor (so a level seen only
+    as some rows' prefill setup is still a fitted level)."""
+
+    decode: dict[str, Levels]
+    prefill: dict[str, Levels]
+
+    @classmethod
+    def of(cls, feats: pd.DataFrame) -> Phases:
+        """Hardware and engine setup (`setup_labels`, `prefill_setup_labels`) of each row."""
+        hardware = feats["hardware_key"].astype(str).to_numpy()
+        return cls.of_labels({"hardware": hardware, "setup": setup_labels(feats)},
+                             {"hardware": hardware, "setup": prefill_setup_labels(feats)})
+
+    @classmethod
+    def of_labels(cls, decode: dict[str, np.ndarray], prefill: dict[str, np.ndarray]) -> Phases:
+        out_d, out_p = {}, {}
+        for factor, labels in decode.items():
+            names, codes = np.unique(np.concatenate([labels, prefill[factor]]).astype(str), return_inverse=True)
+            out_d[factor], out_p[factor] = Levels(names, codes[:len(labels)]), Levels(names, codes[len(labels):])
+        return cls(out_d, out_p)
+
+    def take(self, mask: np.ndarray) -> Phases:
+        """The levels of the rows in `mask` (only the levels those rows have, in either phase)."""
+        return Phases.of_labels({k: v.names[v.codes[mask]] for k, v in self.decode.items()},
+                                {k: v.names[v.codes[mask]] for k, v in self.prefill.items()})
 
 
 @dataclass(frozen=True)
@@ -138,8 +181,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-COLUMNS = ("num_layers", "batch_size", "output_tokens", "tdp_w", "decode_memory_s", "decode_compute_s",
-           "prefill_memory_s", "prefill_compute_s")
+COLUMNS = ("num_layers", "batch_size", "output_tokens", "logits_per_step", "tdp_w", "working_tdp_w", "decode_memory_s",
+           "decode_compute_s", "prefill_memory_s", "prefill_compute_s")
 
 
 def feature_arrays(feats: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -150,32 +193,41 @@ def feature_arrays(feats: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: feats[c].to_numpy(float) for c in COLUMNS}
 
 
-def predict_times(params: ParamSet, feats: dict[str, np.ndarray], levels: dict[str, Levels]) -> dict[str, np.ndarray]:
-    v = {name: params.values(name, levels) for name in TIME_PARAMS}
+def predict_times(params: ParamSet, feats: dict[str, np.ndarray], phases: Phases) -> dict[str, np.ndarray]:
+    """TPOT with the decode setup's parameters, TTFT with the prefill setup's (`Phases`)."""
+    v = {name: params.values(name, phases.decode) for name in TIME_PARAMS}
+    w = {name: params.values(name, phases.prefill) for name in TIME_PARAMS}
     layers = feats["num_layers"]
-    overhead = np.exp(v["log_overhead_per_layer_s"]) * (layers + np.exp(v["log_overhead_layers0"]))
-    q = 1.0 + np.exp(v["log_q_minus_1"])
-    eta_m, eta_c, eta_p = (_sigmoid(v[f"logit_eta_{k}"]) for k in ("memory", "compute", "prefill"))
+    overhead = (np.exp(v["log_overhead_per_layer_s"]) * (layers + np.exp(v["log_overhead_layers0"]))
+                + np.exp(v["log_host_s_per_logit"]) * feats["logits_per_step"])
+    prefill_overhead = (np.exp(w["log_overhead_per_layer_s"] + w["log_prefill_overhead_ratio"])
+                        * (layers + np.exp(w["log_overhead_layers0"]))
+                        + np.exp(w["log_host_s_per_logit"]) * feats["logits_per_step"])
+    eta_m, eta_c = (_sigmoid(v[f"logit_eta_{k}"]) for k in ("memory", "compute"))
+    eta_pm, eta_p = (_sigmoid(w[f"logit_eta_{k}"]) for k in ("memory", "prefill"))
     decode = _smax(feats["decode_memory_s"] / eta_m, feats["decode_compute_s"] / eta_c, SMOOTH_MAX_P)
-    prefill = _smax(feats["prefill_memory_s"] / eta_m, feats["prefill_compute_s"] / eta_p, SMOOTH_MAX_P)
-    tpot = _smax(overhead, decode, q)
-    ttft = _smax(overhead * np.exp(v["log_prefill_overhead_ratio"]), prefill, q)
+    prefill = _smax(feats["prefill_memory_s"] / eta_pm, feats["prefill_compute_s"] / eta_p, SMOOTH_MAX_P)
+    tpot = _smax(overhead, decode, 1.0 + np.exp(v["log_q_minus_1"]))
+    ttft = _smax(prefill_overhead, prefill, 1.0 + np.exp(w["log_q_minus_1"]))
     batch, n_out = feats["batch_size"], feats["output_tokens"]
     run_s = ttft + np.maximum(n_out - 1, 0) * tpot
     return {"tpot": tpot, "ttft": ttft, "run_s": run_s, "tokens_per_s": batch * n_out / run_s}
 
 
-def _net_energy(params: ParamSet, feats: dict[str, np.ndarray], levels: dict[str, Levels],
-                run_s: np.ndarray) -> np.ndarray:
-    """Idle-subtracted energy per output token (J)."""
-    v = {name: params.values(name, levels) for name in ENERGY_PARAMS}
+def _net_energy(params: ParamSet, feats: dict[str, np.ndarray], phases: Phases,
+                times: dict[str, np.ndarray]) -> np.ndarray:
+    """Idle-subtracted energy per output token (J): the prefill's work and time at the prefill setup's
+    coefficients, the decode steps' at the decode setup's. Work (ideal memory and compute seconds) costs the
+    TDP of the devices doing it (`working_tdp_w`), so a byte or FLOP costs the same however the model is
+    split; run time costs the TDP of every device the model occupies."""
+    v = {name: np.exp(params.values(name, phases.decode)) for name in ENERGY_PARAMS}
+    w = {name: np.exp(params.values(name, phases.prefill)) for name in ENERGY_PARAMS}
     steps = np.maximum(feats["output_tokens"] - 1, 0)
-    memory_s = feats["prefill_memory_s"] + steps * feats["decode_memory_s"]
-    compute_s = feats["prefill_compute_s"] + steps * feats["decode_compute_s"]
-    tokens = feats["batch_size"] * feats["output_tokens"]
-    joules = feats["tdp_w"] * (np.exp(v["log_k_memory"]) * memory_s + np.exp(v["log_k_compute"]) * compute_s
-                               + np.exp(v["log_k_time"]) * run_s)
-    return joules / tokens
+    work = (w["log_k_memory"] * feats["prefill_memory_s"] + w["log_k_compute"] * feats["prefill_compute_s"]
+            + steps * (v["log_k_memory"] * feats["decode_memory_s"] + v["log_k_compute"] * feats["decode_compute_s"]))
+    run = w["log_k_time"] * times["ttft"] + steps * v["log_k_time"] * times["tpot"]
+    joules = feats["working_tdp_w"] * work + feats["tdp_w"] * run
+    return joules / (feats["batch_size"] * feats["output_tokens"])
 
 
 def _fit_params(spec: dict[str, tuple[float, tuple[str, ...]]], levels: dict[str, Levels],
@@ -233,11 +285,11 @@ class Physics:
 
     def anchors(self, feats: pd.DataFrame) -> pd.DataFrame:
         """The physics prediction of every target, one `phys_*` column each (see ANCHORS)."""
-        levels, cols = factor_levels(feats), feature_arrays(feats)
-        t = predict_times(self.time, cols, levels)
+        phases, cols = Phases.of(feats), feature_arrays(feats)
+        t = predict_times(self.time, cols, phases)
         out = {"phys_tpot_s": t["tpot"], "phys_ttft_s": t["ttft"], "phys_tokens_per_s": t["tokens_per_s"]}
         if self.energy is not None:
-            net = _net_energy(self.energy, cols, levels, t["run_s"])
+            net = _net_energy(self.energy, cols, phases, t)
             fraction = np.array([self.idle_fraction.get(h, self.idle_fraction_default)
                                  for h in feats["hardware_key"]])
             idle_w = fraction * cols["tdp_w"]
@@ -279,32 +331,32 @@ class Physics:
 def fit_physics(rows: pd.DataFrame, feats: pd.DataFrame, energy_rows: np.ndarray) -> Physics:
     """Fit the time model on every row with measured times, then the energy model on `energy_rows` (a mask of
     rows whose energy is measured), and take each device's idle power (median of its rows) relative to TDP."""
-    levels, cols = factor_levels(feats), feature_arrays(feats)
+    phases, cols = Phases.of(feats), feature_arrays(feats)
     y = {k: _log_target(rows, k) for k in ("tpot_p50_s", "ttft_p50_s", "tokens_per_s")}
 
     def time_residuals(params: ParamSet) -> np.ndarray:
-        t = predict_times(params, cols, levels)
+        t = predict_times(params, cols, phases)
         r = [np.log(t["tpot"]) - y["tpot_p50_s"], np.log(t["ttft"]) - y["ttft_p50_s"],
              np.log(t["tokens_per_s"]) - y["tokens_per_s"]]
         return np.concatenate([v[np.isfinite(v)] for v in r])
 
-    time = _fit_params(TIME_PARAMS, levels, time_residuals)
-    run_s = predict_times(time, cols, levels)["run_s"]
+    time = _fit_params(TIME_PARAMS, phases.decode, time_residuals)
+    times = predict_times(time, cols, phases)
     energy = None
     idle_fraction: dict[str, float] = {}
     default = IDLE_FRACTION_OF_TDP
     if energy_rows.any():
         y_net = _log_target(rows, "energy_per_token_net_j")
-        sub = {k: v.take(energy_rows) for k, v in levels.items()}
+        sub = phases.take(energy_rows)
         f_sub = {c: v[energy_rows] for c, v in cols.items()}
-        run_sub, y_sub = run_s[energy_rows], y_net[energy_rows]
+        t_sub, y_sub = {k: v[energy_rows] for k, v in times.items()}, y_net[energy_rows]
 
         def energy_residuals(params: ParamSet) -> np.ndarray:
-            r = np.log(_net_energy(params, f_sub, sub, run_sub)) - y_sub
+            r = np.log(_net_energy(params, f_sub, sub, t_sub)) - y_sub
             return r[np.isfinite(r)]
 
         if np.isfinite(y_sub).any():
-            energy = _fit_params(ENERGY_PARAMS, sub, energy_residuals)
+            energy = _fit_params(ENERGY_PARAMS, sub.decode, energy_residuals)
         idle = feats.loc[energy_rows, "idle_power_w"].to_numpy(float) / feats.loc[energy_rows, "tdp_w"].to_numpy(float)
         hw = feats.loc[energy_rows, "hardware_key"].to_numpy()
         ok = np.isfinite(idle) & (idle > 0)

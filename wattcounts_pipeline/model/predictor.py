@@ -35,7 +35,7 @@ from wattcounts_pipeline.model.trees import TreeEnsemble, fit_mean, fit_monotone
 logger = logging.getLogger(__name__)
 
 FORMAT = "wattcounts-predictor"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 DEFAULT_COVERAGE = 0.8
 MAX_FOLDS = 10
 """Out-of-fold splits for tree selection and intervals: one group (architecture) per fold up to this many."""
