@@ -90,7 +90,7 @@ RESIDUAL_FEATURES = ("log_batch_size", "log_input_tokens", "log_output_tokens", 
 """What the physics' residual may depend on: workload, weight format and engine setup, not the model's size (the
 compute-to-memory ratios are set by batch and bytes per weight). With size features the trees learnt offsets per
 architecture that do not transfer: leave-one-architecture-out gross J/token error 17.5% with them, 16.8% without
-(523 recorded configurations, benchmarks/predictor_extrapolation.py)."""
+(523 recorded configurations and the physics of then, benchmarks/predictor_extrapolation.py)."""
 BATCH_DIRECTION = ("log_batch_size", "log_compute_to_memory", "log_prefill_compute_to_memory")
 """Features that all grow with batch (the compute-to-memory ratios ∝ batch / bytes per weight): constraining the
 correction along all of them makes it monotone in batch. Not in bytes per weight: measured J/token is not
