@@ -23,6 +23,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from recorded_release import ROOT, release_from_folders
 
+from wattcounts_pipeline.hub.card import markdown_table
+
 V0_1_0_DATE = "2026-11-26"
 """v0.1.0's GPU rows are the sweep folders of this day (README, "Results so far")."""
 ENGINES = {"llamacpp": "llama.cpp in-process", "llamacpp-server": "llama.cpp server"}
@@ -61,12 +63,6 @@ def coverage(added: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _table(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -86,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(sorted(added['model'].unique()))}) of {added['architecture'].nunique()} architecture "
               f"families ({', '.join(sorted(added['architecture'].unique()))}).")
     lines = [f"# {args.version} over v0.1.0 on the GPU", "", header, "",
-             _table(coverage(added)), "",
+             markdown_table(coverage(added)), "",
              "## New configurations per format and model shape", "",
-             _table(pd.crosstab(added["quantization"], added["model"]).reset_index()), "",
+             markdown_table(pd.crosstab(added["quantization"], added["model"]).reset_index()), "",
              "## CHANGELOG.md of the release", "", (release / "CHANGELOG.md").read_text(encoding="utf-8")]
     text = "\n".join(lines).rstrip("\n") + "\n"
     print(text, end="")
