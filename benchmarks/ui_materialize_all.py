@@ -3,7 +3,12 @@ UI's *Materialize all* → *Launch backfill* button launches, until the release 
 
 Usage: `.venv/bin/python benchmarks/ui_materialize_all.py [--timeout 1500] [--out benchmarks/results/X.json]`
 Everything runs in a fresh temporary DAGSTER_HOME (the repo's .dagster/dagster.yaml) and WATTCOUNTS_HOME, removed
-afterwards. The server's whole process group is stopped at the end, on success, failure, timeout or Ctrl-C.
+afterwards.
+
+A named release the way a maintainer cuts one (`--release-version v0.2.0 --previous-release DIR --keep-release OUT`):
+the release folder it follows is put where the pipeline keeps its releases (a maintainer's `$WATTCOUNTS_HOME`
+holds them already), the backfill carries the launchpad's config for `dataset_release` (`version`), and the new
+release folder and the dataset repo's log are copied to OUT before the temporary home is removed. The server's whole process group is stopped at the end, on success, failure, timeout or Ctrl-C.
 
 The mutation is the UI's own (ui-core LaunchAssetChoosePartitionsDialog.tsx, target `pureAll`, which the Lineage
 page's "Materialize all" uses when assets have different partitions): `launchPartitionBackfill` with every asset
@@ -198,15 +203,28 @@ def event_log_stats(dagster_home: Path, backfill_id: str, t_launch: float) -> di
             "run_s_total": round(sum(run_s), 1), "stages": dict(sorted(stages.items(), key=lambda kv: kv[1]["first_s"]))}
 
 
-def newest(folder: Path) -> str | None:
-    items = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+def newest(folder: Path, skip: str = "") -> str | None:
+    """The last name in `folder` other than `skip` (the release put there before the click)."""
+    items = sorted(p.name for p in folder.iterdir() if p.name != skip) if folder.is_dir() else []
     return items[-1] if items else None
+
+
+def keep_release(home: Path, tag: str, out: Path) -> None:
+    """The release folder `tag` and the dataset repo's log (commit and tags per release) into `out`."""
+    shutil.rmtree(out / tag, ignore_errors=True)
+    shutil.copytree(home / "releases" / tag, out / tag)
+    log = subprocess.run(["git", "-C", str(home / "dataset_repo"), "log", "--decorate", "--format=%h %d %s"],
+                         check=True, capture_output=True, text=True)
+    (out / "dataset_repo.log").write_text(log.stdout)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=1500, help="hard limit in seconds for the whole run")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ui_materialize_all.json")
+    parser.add_argument("--release-version", default="", help="dataset_release's `version` (empty: the next patch)")
+    parser.add_argument("--previous-release", type=Path, default=None, help="a release folder this one follows")
+    parser.add_argument("--keep-release", type=Path, default=None, help="copy the new release folder here")
     args = parser.parse_args()
     t0 = time.monotonic()
     deadline = t0 + args.timeout
@@ -214,6 +232,9 @@ def main() -> int:
     env = {**os.environ, "DAGSTER_HOME": str(tmp / "dagster_home"), "WATTCOUNTS_HOME": str(tmp / "home")}
     (tmp / "dagster_home").mkdir()
     shutil.copy(REPO / ".dagster" / "dagster.yaml", tmp / "dagster_home" / "dagster.yaml")
+    seeded = args.previous_release.name if args.previous_release is not None else ""
+    if args.previous_release is not None:
+        shutil.copytree(args.previous_release, tmp / "home" / "releases" / args.previous_release.name)
     result: dict[str, Any] = {"benchmark": "benchmarks/ui_materialize_all.py", "commit": commit(),
                               "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
                               "loadavg_1_5_15_at_start": list(os.getloadavg()),
@@ -251,9 +272,12 @@ def main() -> int:
                 time.sleep(1)
         result["server_ready_s"] = round(time.monotonic() - t0, 1)
         t_launch = time.time()
-        launched = graphql(port, LAUNCH, {"backfillParams": {
-            "assetSelection": [a["assetKey"] for a in assets], "allPartitions": True,
-            "tags": [{"key": "dagster/from_ui", "value": "true"}]}})["launchPartitionBackfill"]
+        params: dict[str, Any] = {"assetSelection": [a["assetKey"] for a in assets], "allPartitions": True,
+                                  "tags": [{"key": "dagster/from_ui", "value": "true"}]}
+        if args.release_version:  # the launchpad's config, as the UI sends it with the backfill
+            params["runConfigData"] = {"ops": {"dataset_release": {"config": {"version": args.release_version}}}}
+            result["release_config"] = params["runConfigData"]
+        launched = graphql(port, LAUNCH, {"backfillParams": params})["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"backfill not launched: {launched}")
         backfill_id = launched["backfillId"]
@@ -265,7 +289,7 @@ def main() -> int:
             status = backfill.get("status", backfill["__typename"])
             result["partitions"] = backfill.get("numPartitions")
             for what, folder in (("release", home / "releases"), ("predictor", home / "predictors")):
-                if what not in seen_at and newest(folder):
+                if what not in seen_at and newest(folder, skip=seeded):
                     seen_at[what] = round(time.time() - t_launch, 1)
             runs = [r["status"] for r in graphql(port, RUNS, {"id": backfill_id})["runsOrError"]["results"]]
             if status in TERMINAL:
@@ -279,7 +303,7 @@ def main() -> int:
             time.sleep(2)
         result.update(backfill_status=status, timed_out=time.monotonic() >= deadline,
                       release_at_s=seen_at.get("release"), predictor_at_s=seen_at.get("predictor"),
-                      release=newest(home / "releases"), predictor=newest(home / "predictors"))
+                      release=newest(home / "releases", skip=seeded), predictor=newest(home / "predictors"))
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the result, which is still written
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -303,6 +327,9 @@ def main() -> int:
         if done:  # the goal's "from the click to the recommendation"; the backfill's end is reported beside it
             result["s_per_partition"] = round((recommended or result["click_to_last_run_end_s"]
                                                or result["click_to_end_s"]) / done, 3)
+    if args.keep_release is not None and result.get("release"):
+        keep_release(tmp / "home", result["release"], args.keep_release)
+        result["kept_release"] = str(args.keep_release)
     if "error" in result or result.get("timed_out"):
         result["server_log_tail"] = (tmp / "dagster_dev.log").read_text(errors="replace")[-3000:]
     shutil.rmtree(tmp, ignore_errors=True)
