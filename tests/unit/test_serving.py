@@ -478,3 +478,27 @@ def test_curve_answers_carry_their_setups_known_quality_and_a_floor_holds_them(t
     assert by[("qwen2.5-7b", "Q4_K_M")].quality_acc_mean == 0.55 and not by[("qwen2.5-7b", "Q4_K_M")].meets_quality
     assert by[("mistral-7b-v0.3", "Q4_K_M")].quality_acc_mean is None  # untrusted source: no quality, no floor met
     assert all(a.meets_quality for a in with_quality(answers, known, ("derived",), None))  # no floor asked
+
+
+def test_this_machines_sweeps_are_checked_once_per_content_and_a_bad_row_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wattcounts_pipeline.model.curves import measured_answers
+    from wattcounts_pipeline.serving.store import ROWS, SHIPPED, read_load_points
+
+    monkeypatch.setenv("WATTCOUNTS_HOME", str(tmp_path))
+    rows = read_load_points(SHIPPED)
+    one = rows[rows["sweep_id"] == rows["sweep_id"].iloc[0]].assign(hardware_id="1x NVIDIA H100 (here)")
+    sweep = tmp_path / "serving" / "a-sweep"
+    sweep.mkdir(parents=True)
+    (sweep / ROWS).write_text(one.to_json(orient="records", lines=True))
+    marks = tmp_path / "cache" / "valid_load_points"
+    first = measured_answers(None, "chat", "H100-SXM", 8, None, 1.0, 0.1)
+    assert len(list(marks.iterdir())) == 1  # checked, and marked as checked
+    second = measured_answers(None, "chat", "H100-SXM", 8, None, 1.0, 0.1)  # unchanged: the mark, no Pandera
+    assert [a.energy_per_request_j for a in first] == [a.energy_per_request_j for a in second]
+    bad = one.copy()
+    bad.loc[bad.index[1], "energy_per_request_j"] = -5.0
+    (sweep / ROWS).write_text(bad.to_json(orient="records", lines=True))
+    with pytest.raises(SpecError, match=r"energy_per_request_j"):
+        measured_answers(None, "chat", "H100-SXM", 8, None, 1.0, 0.1)
+    assert len(list(marks.iterdir())) == 1  # a failed check marks nothing

@@ -10,6 +10,7 @@ power is spread over fewer requests; latency is held. The SLO is checked on p90 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wattcounts_pipeline.core.errors import WattCountsError
+from wattcounts_pipeline import paths
+from wattcounts_pipeline.core.errors import SpecError, WattCountsError
 
 METRICS = ("energy_per_request_j", "energy_per_request_net_j", "energy_per_output_token_j", "achieved_rate_per_s",
            "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "e2e_p50_s", "e2e_p90_s", "mean_power_w",
@@ -163,6 +165,32 @@ def answer_from_curves(frame: pd.DataFrame, scenario: str, hardware_key: str, us
                                           a.energy_per_request_j if math.isfinite(a.energy_per_request_j) else math.inf))
 
 
+def _content_digest(frame: pd.DataFrame) -> str | None:
+    """sha256 of the rows and column names; None for values pandas cannot hash (such rows are always checked)."""
+    try:
+        rows = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    except TypeError:
+        return None
+    return hashlib.sha256(rows + "\x1f".join(map(str, frame.columns)).encode()).hexdigest()
+
+
+def _check_once(frame: pd.DataFrame, source: str) -> None:
+    """Load-point rows checked against schemas/load_points.yaml once per content: the digest of rows that passed
+    is marked under $WATTCOUNTS_HOME/cache, so `wattcounts recommend` does not import and run Pandera on this
+    machine's unchanged sweeps on every call (about 0.5 s). Bad rows raise, naming the row and field."""
+    digest = _content_digest(frame)
+    marks = paths.subdir("cache", "valid_load_points")
+    if digest is not None and (marks / digest).exists():
+        return
+    from wattcounts_pipeline.core.validation import validate_table
+
+    checked = validate_table("load_points", frame, source=source)
+    if not checked.ok:
+        raise SpecError("load curves break schemas/load_points.yaml: " + "; ".join(checked.quarantine["reason"].head(3)))
+    if digest is not None:
+        (marks / digest).touch()
+
+
 def measured_answers(source: Path | None, scenario: str, hardware_key: str, users: int | None,
                      rate_per_s: float | None, ttft_slo_s: float | None, tpot_slo_s: float | None
                      ) -> list[CurveAnswer]:
@@ -170,18 +198,11 @@ def measured_answers(source: Path | None, scenario: str, hardware_key: str, user
     ($WATTCOUNTS_HOME/serving) and the GPU sweeps shipped with the package (serving/data/, recorded on lent GPU
     hosts; a sweep of the same key and machine measured here replaces its shipped one). A `source` given that does
     not exist is an error."""
-    from wattcounts_pipeline.core.errors import SpecError
     from wattcounts_pipeline.serving.store import SHIPPED, merge_load_points, read_load_points
 
     frame = read_load_points(source)
     if not frame.empty:  # bad rows are named, never read as a curve
-        from wattcounts_pipeline.core.validation import validate_table
-
-        checked = validate_table("load_points", frame, source=str(source or "$WATTCOUNTS_HOME/serving"))
-        if not checked.ok:
-            raise SpecError("load curves break schemas/load_points.yaml: "
-                            + "; ".join(checked.quarantine["reason"].head(3)))
-        frame = checked.valid
+        _check_once(frame, str(source or "$WATTCOUNTS_HOME/serving"))
     if source is None and SHIPPED.is_file():  # validated as shipped (scripts/ship_predictor.py, and a test): importing
         frame = merge_load_points(frame, read_load_points(SHIPPED))  # Pandera for it would cost 0.3 s a call
     return answer_from_curves(frame, scenario, hardware_key, users, rate_per_s, ttft_slo_s, tpot_slo_s)
