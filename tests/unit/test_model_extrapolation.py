@@ -82,13 +82,18 @@ def test_intervals_widen_outside_the_training_range_and_recommend_says_why(small
     assert distance[0] == 0
     assert distance[1] == pytest.approx(np.log(70.55 / 8.03), rel=1e-3)  # e-folds beyond the largest measured
     assert distance[2] >= 3  # framework, format and setup never measured
+    parts = small.domain.distance_parts(build_features(pd.concat([_query("Llama-3.1-70B", [8]),
+                                                                  _query("Llama-3.1-8B", [8], "Q4_K_M", "llamacpp")])))
+    assert parts[0, 0] == 0 and parts[1, 0] >= 3  # a bigger model is no novelty; a new engine and format are
     rec = recommend(small, "H100-SXM", Scenario("s", input_tokens=512, output_tokens=256, concurrency=8),
                     candidates=[Candidate("Qwen2.5-14B", "BF16", "vllm", "compiled"),
                                 Candidate("Llama-3.1-8B", "BF16", "vllm", "compiled")])
     row = rec.candidates.set_index("architecture")
     assert "14.8B: larger than any model measured as BF16 on vllm (compiled, 1 GPU(s)) (largest 8.0B)" \
         in row.loc["Qwen2.5-14B", "extrapolation"]
-    assert row.loc["Qwen2.5-14B", "interval_widening"] == pytest.approx(1 + np.log(14.77 / 8.03), rel=1e-3)
+    slope = small.models["energy_per_token_j"].widening[1]  # per e-fold, fitted out of fold (fit_widening)
+    assert slope > 0
+    assert row.loc["Qwen2.5-14B", "interval_widening"] == pytest.approx(1 + slope * np.log(14.77 / 8.03), rel=1e-3)
     assert row.loc["Llama-3.1-8B", "interval_widening"] == 1 and row.loc["Llama-3.1-8B", "extrapolation"] == ""
 
 

@@ -10,7 +10,13 @@ import pytest
 from tests.helpers.model_fixtures import make_configurations
 from wattcounts_pipeline.model.crossval import RESULT_COLUMNS, evaluate, largest_architectures
 from wattcounts_pipeline.model.errors import ModelError
-from wattcounts_pipeline.model.predictor import TARGETS, conformal_half_width, fit_predictor
+from wattcounts_pipeline.model.predictor import (
+    DEFAULT_WIDENING,
+    TARGETS,
+    conformal_half_width,
+    fit_predictor,
+    fit_widening,
+)
 from wattcounts_pipeline.model.registry import (
     CARD_FILE,
     CV_CARD,
@@ -213,3 +219,18 @@ def test_every_lazy_export_of_the_model_package_resolves() -> None:
 
     for name in model.__all__:
         assert getattr(model, name) is not None, name
+
+
+def test_widening_slopes_are_fitted_from_how_error_grows_outside() -> None:
+    rng = np.random.default_rng(1)
+    size = np.concatenate([np.zeros(400), rng.uniform(0.1, 3.0, 400)])
+    parts = np.c_[np.zeros(800), size]  # nothing never measured: the novelty slope keeps its default
+    noise = np.abs(rng.normal(size=800))
+    assert fit_widening(noise * (1 + 0.5 * size), parts, 0.8) == pytest.approx((1.0, 0.5), abs=0.15)
+    assert fit_widening(noise * (1 + 2.0 * size), parts, 0.8)[1] == pytest.approx(2.0, abs=0.5)
+    assert fit_widening(noise, parts, 0.8) == (1.0, 0.1)  # error that does not grow: the floor, still wider outside
+    new = np.r_[np.zeros(600), np.ones(200)]  # 200 rows of an engine never measured, whose error is 3x
+    assert fit_widening(noise * (1 + 2.0 * new), np.c_[new, np.zeros(800)], 0.8)[0] == pytest.approx(2.0, abs=0.5)
+    few = np.r_[np.zeros(790), np.ones(10)]  # too few rows outside to say: the default
+    assert fit_widening(noise * (1 + 3 * few), np.c_[few, few], 0.8) == DEFAULT_WIDENING
+    assert fit_widening(np.r_[noise[:-1], np.inf], parts, 0.8) == DEFAULT_WIDENING

@@ -84,29 +84,34 @@ class Domain:
             out.append("; ".join(reasons))
         return out
 
-    def distance(self, feats: pd.DataFrame) -> np.ndarray:
-        """Per row, how far it lies outside what was measured, in log units: how many e-folds its model size lies
-        beyond the sizes measured in its setup (all setups' sizes where the setup is new) plus how far its batch
-        and lengths lie outside their measured ranges, plus 1 for each of device, framework, format or setup
-        never measured. 0 inside. Intervals widen by this (`predictor.TargetModel`), so a query the data do
-        not cover gets an interval that says so."""
+    def distance_parts(self, feats: pd.DataFrame) -> np.ndarray:
+        """Per row, how far it lies outside what was measured, as two columns: [novelty, e-folds]. Novelty
+        counts 1 for each of device, framework, format or setup never measured; e-folds are how far its model
+        size lies beyond the sizes measured in its setup (all setups' sizes where the setup is new), plus how far
+        its batch and lengths lie outside their measured ranges, in log units. 0 inside. Intervals widen along
+        each at a slope of their own (`predictor.TargetModel`): a new engine and a bigger model are different
+        kinds of unknown."""
         params_b = _params_b(feats)
         all_lo = min((lo for lo, _ in self.setup_params_b.values()), default=np.nan)
         all_hi = max((hi for _, hi in self.setup_params_b.values()), default=np.nan)
-        out = np.zeros(len(feats))
+        out = np.zeros((len(feats), 2))
         for i, row in enumerate(feats[["hardware_key", "framework", "quant_key", "mode", "gpu_count"]]
                                 .itertuples(index=False)):
             hw, fw, quant, mode, gpus = row
             span = self.setup_params_b.get(setup_key(quant, fw, mode, gpus))
-            out[i] = (float(hw not in self.hardware) + float(fw not in self.frameworks)
-                      + float(quant not in self.quantizations) + float(span is None and bool(self.setup_params_b)))
+            out[i, 0] = (float(hw not in self.hardware) + float(fw not in self.frameworks)
+                         + float(quant not in self.quantizations) + float(span is None and bool(self.setup_params_b)))
             lo, hi = span if span is not None else (all_lo, all_hi)
             if np.isfinite(lo) and np.isfinite(hi):
-                out[i] += max(0.0, np.log(params_b[i] / hi), np.log(lo / params_b[i]))
+                out[i, 1] += max(0.0, np.log(params_b[i] / hi), np.log(lo / params_b[i]))
         for column, (lo, hi) in self.ranges.items():  # + 1: a prompt may be 0 tokens long
             value = feats[column].to_numpy(float) + 1.0
-            out += np.maximum(0.0, np.maximum(np.log(value / (hi + 1.0)), np.log((lo + 1.0) / value)))
+            out[:, 1] += np.maximum(0.0, np.maximum(np.log(value / (hi + 1.0)), np.log((lo + 1.0) / value)))
         return out
+
+    def distance(self, feats: pd.DataFrame) -> np.ndarray:
+        """Per row, both parts of `distance_parts` added: 0 inside what was measured."""
+        return self.distance_parts(feats).sum(axis=1)
 
     def warnings(self, feats: pd.DataFrame) -> list[str]:
         """One sentence per way the rows in `feats` leave the measured domain."""

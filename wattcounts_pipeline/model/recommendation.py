@@ -259,7 +259,8 @@ def recommend(predictor: Predictor, hardware: str, scenario: Scenario | str,
                        .rename(columns={"arch_key": "architecture", "quant_key": "quantization"}), preds], axis=1)
     table["latency_s"] = _latency_s(preds, feats, scenario)
     table["extrapolation"] = predictor.domain.extrapolations(feats)
-    table["interval_widening"] = interval_scale(predictor.domain.distance(feats))  # 1: inside what was measured
+    table["interval_widening"] = interval_scale(predictor.domain.distance_parts(feats),  # 1: inside what was measured
+                                                predictor.models["energy_per_token_j"].widening)
     table = costs.add_columns(table)
     table = apply_known_quality(table, predictor.known_quality, tuple(quality_sources))
     table = _check_needs(table[fits].reset_index(drop=True), scenario, tuple(quality_sources), warnings)

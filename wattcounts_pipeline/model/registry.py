@@ -85,18 +85,18 @@ def _cv_markdown(cv: pd.DataFrame) -> str:
 def render_card(predictor: Predictor, metrics: dict[str, Any]) -> str:
     """model_card.md: what the predictor was trained on, what it predicts, and how wrong it is out of sample."""
     d = predictor.domain
-    target_lines = [f"| target | modelled as | fitted | training rows | interval (nominal {predictor.coverage:.0%}) |",
-                    "|---|---|---|---|---|"]
+    target_lines = [(f"| target | modelled as | fitted | training rows | interval (nominal {predictor.coverage:.0%}) "
+                     "| widening per thing never measured, per e-fold |"), "|---|---|---|---|---|---|"]
     for spec in TARGETS:
         model = predictor.models.get(spec.name)
         how = f"log({spec.name} / physics)" if spec.anchor else f"{spec.name} (0–1)"
         if model is None:
-            target_lines.append(f"| {spec.name} | {how} | – | 0 | not predicted |")
+            target_lines.append(f"| {spec.name} | {how} | – | 0 | not predicted | – |")
             continue
         fitted = f"{len(model.ensemble.trees)} trees" if model.ensemble.trees else "offset only"
         width = ("unbounded (too few rows)" if math.isinf(model.half_width) else
                  f"× / ÷ {math.exp(model.half_width):.2f}" if spec.anchor else f"± {model.half_width:.3f}")
-        target_lines.append(f"| {spec.name} | {how} | {fitted} | {model.n_rows} | {width} |")
+        target_lines.append(f"| {spec.name} | {how} | {fitted} | {model.n_rows} | {width} | +{model.widening[0]:g}, +{model.widening[1]:g} |")
     skipped = metrics["skipped_rows"]
     skipped_text = "\n".join(f"- {n} row(s): {reason}" for reason, n in skipped.items()) or "- none"
     features = sorted({f for spec in TARGETS for f in spec.features})
@@ -134,9 +134,12 @@ transformers runs it with kernels of its own). Boosted trees (scikit-learn HistG
 the physics from workload and engine features only, never the model's size; where they do not beat a single
 fitted offset out of fold, the offset alone is kept ("offset only"). Every value is clipped to the roofline
 (no TTFT/TPOT below it, no gross energy below idle power over the roofline time). Intervals are cross-conformal:
-the {predictor.coverage:.0%} conformal quantile of out-of-fold |residual| / (1 + distance from the fold's training
-domain) (physics and trees refitted without the fold, folds grouped by architecture); the table gives the width
-inside the domain, and a query outside it is widened by 1 + its distance (`Domain.distance`).
+the {predictor.coverage:.0%} conformal quantile of out-of-fold |residual| / (1 + a · novelty + b · e-folds outside
+the fold's training domain) (physics and trees refitted without the fold, folds grouped by architecture; novelty
+counts the device, framework, format or setup never measured, e-folds those of model size, batch and lengths
+beyond the measured ones, `Domain.distance_parts`); the table gives the width inside the domain, and a query
+outside it is widened by the same factor. The slopes a and b are fitted per target on the same out-of-fold
+residuals (pinball loss at the nominal level), each only where at least 20 of them lie outside along it, else 1.
 
 ## Features
 {", ".join(f"`{f}`" for f in features)}
@@ -153,7 +156,7 @@ architectures held out at once; the model against two baselines).
 ## Limits
 - A framework, device or architecture never measured is extrapolated; `recommend` warns when it does so.
 - Trees do not extrapolate beyond the measured batch sizes and lengths; the physics scaling alone does, and the
-  interval widens by 1 + the e-folds outside (of model size in the setup, batch, lengths).
+  interval widens by 1 + b × the e-folds outside (of model size in the setup, batch, lengths), b fitted out of fold.
 - A regime only one architecture shows (mixture of experts on eager transformers, tensor or pipeline
   parallel over several GPUs) cannot be predicted for another architecture: see benchmarks/results/
   predictor_extrapolation.md.
