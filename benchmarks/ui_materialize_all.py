@@ -190,6 +190,12 @@ def event_log_stats(dagster_home: Path, backfill_id: str, t_launch: float) -> di
                     at = round(record.timestamp - t_launch, 1)
                     stage["first_s"] = at if stage["first_s"] is None else min(stage["first_s"], at)
                     stage["last_s"] = at if stage["last_s"] is None else max(stage["last_s"], at)
+                    metadata = event.materialization.metadata
+                    if "duration_s" in metadata:  # measurements: each partition's share of its step
+                        how = "recorded" if "recorded_in" in metadata else "live"
+                        split = stage.setdefault("partition_s", {"live": 0.0, "recorded": 0.0, "n_live": 0})
+                        split[how] = round(split[how] + float(metadata["duration_s"].value), 1)
+                        split["n_live"] += how == "live"
         for name, stage in stages.items():
             durations = steps.get(name, [])
             stage.update(steps=len(durations), step_s_total=round(sum(durations), 1),

@@ -120,6 +120,10 @@ def test_one_run_over_every_partition_stores_each(home: Path) -> None:
         specs = experiments.specs()
         assert all(r.asset_materialization.metadata["spec"].value
                    == json.loads(json.dumps(specs[r.partition_key].to_dict(), default=str)) for r in spec)
+        seconds = {r.partition_key: r.asset_materialization.metadata["duration_s"].value for r in spec}
+        live = [r.partition_key for r in spec if "recorded_in" not in r.asset_materialization.metadata]
+        assert live and all(v >= 0 for v in seconds.values())  # each partition's share of the one step
+        assert min(seconds[k] for k in live) > max(v for k, v in seconds.items() if k not in live)
         release = _materialize(instance, DOWNSTREAM, experiments).output_for_node("dataset_release")
     configs = pd.read_parquet(Path(release["path"]) / "data" / "configurations.parquet")
     assert len(configs) == 7

@@ -1,6 +1,7 @@
 """Stage 1: measure one experiment spec per partition."""
 
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -37,12 +38,14 @@ def measurements(context: dg.AssetExecutionContext, experiments: ExperimentsReso
 
 def _measure_partition(context: dg.AssetExecutionContext, key: str, experiments: ExperimentsResource,
                        meter: MeterResource, recorded_dirs: list[Path]) -> dict[str, pd.DataFrame]:
+    started = time.perf_counter()
     spec = experiments.spec(key)
     recorded = find_recorded(spec.key, recorded_dirs)
     metadata: dict[str, object] = {}
     if recorded is not None:  # measured on another host (e.g. a GPU sweep) and committed under data/
         folders, tables = recorded
         metadata["recorded_in"] = dg.MetadataValue.json([str(folder) for folder in folders])
+        source = f"served from {', '.join(folder.name for folder in folders)}"
     else:
         energy_meter = meter.create(gpus=spec.gpus)
         try:
@@ -50,9 +53,13 @@ def _measure_partition(context: dg.AssetExecutionContext, key: str, experiments:
         finally:
             energy_meter.close()
         tables = {"runs": result.runs, "requests": result.requests, "power_traces": result.traces}
+        source = "measured live"
     runs = tables["runs"]
+    duration_s = time.perf_counter() - started
+    context.log.info(f"{key}: {source} in {duration_s:.1f} s")
     context.add_asset_metadata({
         **metadata,
+        "duration_s": round(duration_s, 3),  # this partition's share of the step: serving rows or measuring live
         "spec": dg.MetadataValue.json(json.loads(json.dumps(spec.to_dict(), default=str))),
         "energy_method": runs["energy_method"].iloc[0],
         "energy_per_token_j_mean": float(runs["energy_per_token_j"].mean()),
