@@ -8,7 +8,7 @@ afterwards.
 A named release the way a maintainer cuts one (`--release-version v0.2.0 --previous-release DIR --keep-release OUT`):
 the release folder it follows is put where the pipeline keeps its releases (a maintainer's `$WATTCOUNTS_HOME`
 holds them already), the backfill carries the launchpad's config for `dataset_release` (`version`), and the new
-release folder and the dataset repo's log are copied to OUT before the temporary home is removed. The server's whole process group is stopped at the end, on success, failure, timeout or Ctrl-C.
+release folder and the dataset repo's log are copied to OUT before the temporary home is removed. The server's whole process group is stopped at the end, on success, failure, timeout, Ctrl-C or SIGTERM.
 
 The mutation is the UI's own (ui-core LaunchAssetChoosePartitionsDialog.tsx, target `pureAll`, which the Lineage
 page's "Materialize all" uses when assets have different partitions): `launchPartitionBackfill` with every asset
@@ -232,6 +232,9 @@ def main() -> int:
     parser.add_argument("--previous-release", type=Path, default=None, help="a release folder this one follows")
     parser.add_argument("--keep-release", type=Path, default=None, help="copy the new release folder here")
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) end the run through the cleanup below
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.default_int_handler)
     t0 = time.monotonic()
     deadline = t0 + args.timeout
     tmp = Path(tempfile.mkdtemp(prefix="wc-ui-bench-"))

@@ -234,3 +234,4 @@ def test_widening_slopes_are_fitted_from_how_error_grows_outside() -> None:
     few = np.r_[np.zeros(790), np.ones(10)]  # too few rows outside to say: the default
     assert fit_widening(noise * (1 + 3 * few), np.c_[few, few], 0.8) == DEFAULT_WIDENING
     assert fit_widening(np.r_[noise[:-1], np.inf], parts, 0.8) == DEFAULT_WIDENING
+    assert fit_widening(np.empty(0), np.empty((0, 2)), 0.8) == DEFAULT_WIDENING
