@@ -109,10 +109,6 @@ class Domain:
             out[:, 1] += np.maximum(0.0, np.maximum(np.log(value / (hi + 1.0)), np.log((lo + 1.0) / value)))
         return out
 
-    def distance(self, feats: pd.DataFrame) -> np.ndarray:
-        """Per row, both parts of `distance_parts` added: 0 inside what was measured."""
-        return self.distance_parts(feats).sum(axis=1)
-
     def warnings(self, feats: pd.DataFrame) -> list[str]:
         """One sentence per way the rows in `feats` leave the measured domain."""
         out = []
