@@ -8,7 +8,9 @@ afterwards.
 A named release the way a maintainer cuts one (`--release-version v0.2.0 --previous-release DIR --keep-release OUT`):
 the release folder it follows is put where the pipeline keeps its releases (a maintainer's `$WATTCOUNTS_HOME`
 holds them already), the backfill carries the launchpad's config for `dataset_release` (`version`), and the new
-release folder and the dataset repo's log are copied to OUT before the temporary home is removed. The server's whole process group is stopped at the end, on success, failure, timeout, Ctrl-C or SIGTERM.
+release folder and the dataset repo's log are copied to OUT before the temporary home is removed.
+
+The server's whole process group is stopped at the end, on success, failure, timeout, Ctrl-C or SIGTERM.
 
 The mutation is the UI's own (ui-core LaunchAssetChoosePartitionsDialog.tsx, target `pureAll`, which the Lineage
 page's "Materialize all" uses when assets have different partitions): `launchPartitionBackfill` with every asset
