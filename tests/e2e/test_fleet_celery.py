@@ -132,13 +132,19 @@ def test_two_host_sweep_measures_each_tag_one_at_a_time(fleet_dir: Path) -> None
     started = time.monotonic()
     driver = subprocess.Popen([sys.executable, str(TESTS / "helpers" / "fleet_driver.py")], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    timed_out = False
     try:
         stdout, stderr = driver.communicate(timeout=240)
+    except subprocess.TimeoutExpired:  # a hang: fail with what the driver and the workers said, not a bare timeout
+        timed_out = True
     finally:
         for process in (driver, *workers.values()):  # the driver's run processes are in its group
             stop(process)
     elapsed_s = time.monotonic() - started
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in fleet_dir.glob("*.log"))
+    if timed_out:
+        stdout, stderr = driver.communicate()
+        pytest.fail(f"the fleet sweep did not finish in 240 s\n--- driver stderr\n{stderr[-4000:]}\n{logs}")
     assert driver.returncode == 0, f"{stderr[-4000:]}\n{logs}"
     runs = json.loads(stdout.strip().splitlines()[-1])
 
