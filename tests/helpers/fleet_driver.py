@@ -55,9 +55,11 @@ def main() -> int:
     with fork.Pool(len(keys)) as pool:
         measured = dict(zip(keys, pool.starmap(execute_partition, [("measure_on_hardware", k) for k in keys],
                                                chunksize=1), strict=True))
+    print(f"fleet driver: phase 1 done, {len(measured)} runs", file=sys.stderr, flush=True)  # where a hang waits
     with dg.DagsterInstance.get() as instance:
         requests = {k: follow_up(instance, run_id) for k, run_id in measured.items()}
     todo = [(k, r.partition_key) for k, r in requests.items() if r is not None]
+    print(f"fleet driver: phase 2 starts {len(todo)} runs", file=sys.stderr, flush=True)
     with fork.Pool(max(len(todo), 1)) as pool:
         validated = dict(zip([k for k, _ in todo],
                              pool.starmap(execute_partition, [("validate_measured", p) for _, p in todo], chunksize=1),
