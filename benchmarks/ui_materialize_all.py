@@ -196,9 +196,11 @@ def event_log_stats(dagster_home: Path, backfill_id: str, t_launch: float) -> di
                     if "duration_s" in metadata:  # measurements: each partition's share of its step
                         how = "recorded" if "recorded_in" in metadata else "live"
                         split = stage.setdefault("partition_s", {"live": 0.0, "recorded": 0.0, "n_live": 0})
-                        split[how] = round(split[how] + float(metadata["duration_s"].value), 1)
+                        split[how] += float(metadata["duration_s"].value)
                         split["n_live"] += how == "live"
         for name, stage in stages.items():
+            if "partition_s" in stage:  # summed unrounded: a recorded partition takes milliseconds
+                stage["partition_s"].update({k: round(stage["partition_s"][k], 2) for k in ("live", "recorded")})
             durations = steps.get(name, [])
             stage.update(steps=len(durations), step_s_total=round(sum(durations), 1),
                          step_s_max=round(max(durations), 1) if durations else None)
