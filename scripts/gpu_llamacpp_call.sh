@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One timed call on a lent GPU host (the device tool, `$OUT` set): llama.cpp with CUDA, then the llama.cpp sweep.
-#   scripts/gpu_llamacpp_call.sh NAME SECONDS
+#   scripts/gpu_llamacpp_call.sh NAME SECONDS [EXPERIMENT.yaml ...]   (default experiments/gpu_llamacpp.yaml)
 # The build comes from .llama/llama-cuda-bin.tar.xz.part-* when a previous call returned it (carry `.llama`),
 # else it is built here from .llama-src/llama.cpp-0.3.36-src.tar.xz (carry `.llama-src`; ~5 min) and
 # returned in parts under $OUT. .llama/py holds the Python side: llama_cpp (bindings), gguf, diskcache.
@@ -10,6 +10,7 @@
 set -u
 . scripts/device_call_common.sh
 call_begin "$1" "$2"
+shift 2
 export PYTHONPATH=$PWD:$PWD/.llama/py PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 { c++ --version | head -1; env | grep -E '^(CC|CXX|CFLAGS|CXXFLAGS|LDFLAGS|CUDAFLAGS|CMAKE_[A-Z_]+)=' ; } >> "$R/env.txt" 2>&1
 call_llama_cuda
@@ -26,5 +27,5 @@ if [ -n "${WATTCOUNTS_CHECK:-}" ]; then
     [ "$rc" -ne 0 ] && export WATTCOUNTS_SWEEP_ONLY=${WATTCOUNTS_SWEEP_ONLY:-llamacpp-server}
   done
 fi
-call_sweep experiments/gpu_llamacpp.yaml 75
+call_sweep "${*:-experiments/gpu_llamacpp.yaml}" 75
 call_pack
