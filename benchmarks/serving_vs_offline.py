@@ -6,10 +6,10 @@ RELEASE_DIR is a release built from the recorded folders (`benchmarks/recorded_r
 /tmp/rel/0.0.1). The load points are every `serving_*.jsonl` under data/measurements/.
 
 The knee is the load level with the highest goodput (requests/s that met the SLO; ties go to fewer users): where a
-team would run the server. The offline row is `llamacpp-server` with decode-128-256 at a batch equal to the
-server's slots, the same model and GGUF type, on whatever card has it; the table says which card each side ran on,
-and each row's workload (the serving chat scenario has 512 prompt tokens, the offline rows 128), because a ratio
-across cards or workloads is not a ratio of serving alone.
+team would run the server. Each knee is set beside two offline `llamacpp-server` rows of the same model and GGUF
+type at a batch equal to the server's slots, on the same card: one in the serving scenario's own shape (prompt and
+answer lengths of the sweep's workload, e.g. chat-512-256 for the chat scenario's 512/256), so the ratio is serving
+alone, and one in decode-128-256, the workload of most offline rows. A side with no row on that card says "none".
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def knees(points: pd.DataFrame) -> pd.DataFrame:
         knee = ordered.loc[ordered["goodput_per_s"].idxmax()]
         top = ordered.loc[ordered["achieved_rate_per_s"].idxmax()]
         slots = json.loads(knee["engine_args_json"]).get("parallel")
+        output_tokens = ordered["output_tokens_total"].sum() / ordered["requests_completed"].sum()
         rows.append({"sweep_id": sweep, "hardware_id": hardware, "model": knee["model"],
+                     "input_tokens": round(knee["input_tokens_mean"]), "output_tokens": round(output_tokens),
                      "quantization": knee["quantization"], "slots": slots, "knee_users": knee["users"],
                      "knee_rate_per_s": knee["achieved_rate_per_s"], "knee_goodput_per_s": knee["goodput_per_s"],
                      "knee_j_per_request": knee["energy_per_request_j"],
@@ -46,28 +48,41 @@ def knees(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def offline_match(configurations: pd.DataFrame, model: str, quantization: str, batch: int) -> pd.Series | None:
-    """The offline llama-server row of this model and format at `batch` (decode-128-256), or None."""
+def offline_match(configurations: pd.DataFrame, model: str, quantization: str, batch: int, hardware_id: str,
+                  input_tokens: int, output_tokens: int) -> pd.Series | None:
+    """The offline llama-server row of this model and format at `batch`, on card `hardware_id`, whose workload has
+    these prompt and answer lengths, or None."""
     match = configurations[(configurations["model"] == model) & (configurations["quantization"] == quantization)
                            & (configurations["framework"] == "llamacpp-server")
-                           & (configurations["workload"] == "decode-128-256") & (configurations["batch_size"] == batch)]
+                           & (configurations["batch_size"] == batch) & (configurations["hardware_id"] == hardware_id)
+                           & (configurations["input_tokens"] == input_tokens)
+                           & (configurations["output_tokens"] == output_tokens)]
     return match.iloc[0] if not match.empty else None
+
+
+def _ratio(value: float, off: pd.Series | None) -> float:
+    return value / off["energy_per_token_j"] if off is not None else float("nan")
 
 
 def table(configurations: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     out = []
     for k in knees(points).itertuples():
-        off = offline_match(configurations, k.model, k.quantization, int(k.slots or 0))
+        batch = int(k.slots or 0)
+        same_shape = offline_match(configurations, k.model, k.quantization, batch, k.hardware_id,
+                                   k.input_tokens, k.output_tokens)
+        decode = offline_match(configurations, k.model, k.quantization, batch, k.hardware_id, 128, 256)
         out.append({
-            "model": k.model, "format": k.quantization, "serving card": k.hardware_id.removeprefix("1x NVIDIA "),
+            "model": k.model, "format": k.quantization, "card": k.hardware_id.removeprefix("1x NVIDIA "),
             "knee users": int(k.knee_users), "knee req/s": k.knee_rate_per_s, "goodput req/s": k.knee_goodput_per_s,
             "knee J/request": k.knee_j_per_request, "knee J/out token": k.knee_j_per_token,
             "knee p90 TTFT s": k.knee_ttft_p90_s, "knee p90 TPOT s": k.knee_tpot_p90_s,
             "saturated J/out token": k.top_j_per_token,
-            "offline card": off["hardware_id"].removeprefix("1x NVIDIA ") if off is not None else "none",
-            f"offline b{int(k.slots or 0)} J/token": off["energy_per_token_j"] if off is not None else float("nan"),
-            "knee / offline": k.knee_j_per_token / off["energy_per_token_j"] if off is not None else float("nan"),
-            "saturated / offline": k.top_j_per_token / off["energy_per_token_j"] if off is not None else float("nan"),
+            f"offline b{batch} {k.input_tokens}/{k.output_tokens} J/token":
+                same_shape["energy_per_token_j"] if same_shape is not None else float("nan"),
+            "knee / offline same shape": _ratio(k.knee_j_per_token, same_shape),
+            "saturated / offline same shape": _ratio(k.top_j_per_token, same_shape),
+            f"offline b{batch} 128/256 J/token": decode["energy_per_token_j"] if decode is not None else float("nan"),
+            "knee / offline 128/256": _ratio(k.knee_j_per_token, decode),
         })
     return pd.DataFrame(out)
 
@@ -86,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         "# Serving at the knee against the offline batch (`benchmarks/serving_vs_offline.py`)", "",
         (f"{points['sweep_id'].nunique()} GPU serving sweeps ({len(points)} load points; workload `{first['workload']}`: "
         f"{first['input_tokens_mean']:.0f} prompt / {first['output_tokens_total'] / first['requests_completed']:.0f} output tokens, closed loop; "
-        f"SLO p90 TTFT ≤ {first['slo_ttft_s']} s, TPOT ≤ {first['slo_tpot_s']} s). Offline rows: `llamacpp-server`, "
-        "decode-128-256 (128 prompt / 256 output tokens), batch = the server's slots. Gross GPU energy per output "
-        "token. The knee is the level of highest goodput."),
+        f"SLO p90 TTFT ≤ {first['slo_ttft_s']} s, TPOT ≤ {first['slo_tpot_s']} s). Offline rows: `llamacpp-server` "
+        "on the same card, batch = the server's slots, in the sweep's own prompt/answer lengths and in "
+        "decode-128-256. Gross GPU energy per output token. The knee is the level of highest goodput."),
         "",
         result.to_markdown(index=False, floatfmt=".4g"), ""])
     args.out.write_text(text, encoding="utf-8")
