@@ -122,6 +122,7 @@ def test_two_host_sweep_measures_each_tag_one_at_a_time(fleet_dir: Path) -> None
     env = {**os.environ, "DAGSTER_HOME": str(home), "WATTCOUNTS_HOME": str(fleet_dir / "home"),
            "WATTCOUNTS_STORE": f"file://{store}", "WATTCOUNTS_EXPERIMENTS": str(SWEEP),
            "WATTCOUNTS_EXECUTOR": "celery", "WATTCOUNTS_CELERY_CONFIG": str(celery_yaml),
+           "FLEET_STACKS_DIR": str(fleet_dir),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     keys = list(load_experiments([SWEEP]))
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -137,14 +138,19 @@ def test_two_host_sweep_measures_each_tag_one_at_a_time(fleet_dir: Path) -> None
         stdout, stderr = driver.communicate(timeout=240)
     except subprocess.TimeoutExpired:  # a hang: fail with what the driver and the workers said, not a bare timeout
         timed_out = True
+        # the driver and its run processes write their stacks (faulthandler); Celery logs its workers' (its cry handler)
+        for process in (driver, *workers.values()):
+            os.killpg(process.pid, signal.SIGUSR1)
+        time.sleep(3)
     finally:
         for process in (driver, *workers.values()):  # the driver's run processes are in its group
             stop(process)
     elapsed_s = time.monotonic() - started
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in fleet_dir.glob("*.log"))
+    stacks = "\n".join(f"--- {p.name}\n{p.read_text()[:3000]}" for p in fleet_dir.glob("stacks-*.txt"))  # innermost first
     if timed_out:
         stdout, stderr = driver.communicate()
-        pytest.fail(f"the fleet sweep did not finish in 240 s\n--- driver stderr\n{stderr[-4000:]}\n{logs}")
+        pytest.fail(f"the fleet sweep did not finish in 240 s\n--- driver stderr\n{stderr[-4000:]}\n{logs}\n{stacks}")
     assert driver.returncode == 0, f"{stderr[-4000:]}\n{logs}"
     runs = json.loads(stdout.strip().splitlines()[-1])
 

@@ -11,9 +11,11 @@ only orchestrate. Prints {partition: {"measure": run_id, "validate": run_id}} as
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import multiprocessing
 import os
+import signal
 import sys
 
 import dagster as dg
@@ -48,11 +50,21 @@ def follow_up(instance: dg.DagsterInstance, run_id: str) -> dg.RunRequest | None
     return request if isinstance(request, dg.RunRequest) else None
 
 
+def stacks_on_sigusr1() -> None:
+    """On SIGUSR1 write every thread's stack to $FLEET_STACKS_DIR/stacks-<pid>.txt (one file per process, so
+    the forked run processes' dumps do not interleave): the test sends it to a hung sweep before stopping it."""
+    folder = os.environ.get("FLEET_STACKS_DIR")
+    if folder:
+        out = open(os.path.join(folder, f"stacks-{os.getpid()}.txt"), "w")  # noqa: SIM115 (open until exit)
+        faulthandler.register(signal.SIGUSR1, file=out, all_threads=True)
+
+
 def main() -> int:
+    stacks_on_sigusr1()
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions(experiment_partitions.name)
     fork = multiprocessing.get_context("fork")  # no threads yet: forking keeps the imports, each run starts at once
-    with fork.Pool(len(keys)) as pool:
+    with fork.Pool(len(keys), initializer=stacks_on_sigusr1) as pool:
         measured = dict(zip(keys, pool.starmap(execute_partition, [("measure_on_hardware", k) for k in keys],
                                                chunksize=1), strict=True))
     print(f"fleet driver: phase 1 done, {len(measured)} runs", file=sys.stderr, flush=True)  # where a hang waits
@@ -60,7 +72,7 @@ def main() -> int:
         requests = {k: follow_up(instance, run_id) for k, run_id in measured.items()}
     todo = [(k, r.partition_key) for k, r in requests.items() if r is not None]
     print(f"fleet driver: phase 2 starts {len(todo)} runs", file=sys.stderr, flush=True)
-    with fork.Pool(max(len(todo), 1)) as pool:
+    with fork.Pool(max(len(todo), 1), initializer=stacks_on_sigusr1) as pool:
         validated = dict(zip([k for k, _ in todo],
                              pool.starmap(execute_partition, [("validate_measured", p) for _, p in todo], chunksize=1),
                              strict=True))
