@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.model_fixtures import make_configurations
+from wattcounts_pipeline.core.hardware import hardware_suffix
 from wattcounts_pipeline.model.crossval import fold_predictions, held_out_folds, summarize
 from wattcounts_pipeline.model.errors import ModelError
 from wattcounts_pipeline.model.features import build_features
@@ -123,14 +124,18 @@ def test_summaries_per_split_and_per_framework() -> None:
 
 
 def test_folder_hosts_take_the_folder_with_most_runs(tmp_path: Path) -> None:
-    def folder(name: str, configs: list[str]) -> Path:
+    def folder(name: str, configs: list[str], card: str = "1x NVIDIA H200") -> Path:
         (tmp_path / name).mkdir()
-        pd.DataFrame({"configuration_id": configs, "run_id": [f"{name}-{i}" for i in range(len(configs))]}
-                     ).to_parquet(tmp_path / name / "runs.parquet")
+        pd.DataFrame({"configuration_id": configs, "run_id": [f"{name}-{i}" for i in range(len(configs))],
+                      "hardware_id": card, "started_at": f"2026-12-0{len(list(tmp_path.iterdir()))}T00:00:00",
+                      "source": "watt-counts"}).to_parquet(tmp_path / name / "runs.parquet")
         return tmp_path / name
 
-    hosts = folder_hosts([folder("call1", ["c1", "c1", "c2"]), folder("call2", ["c2", "c2", "c3"])])
-    assert hosts.to_dict() == {"c1": "call1", "c2": "call2", "c3": "call2"}
+    h100 = "1x NVIDIA H100 80GB HBM3"
+    hosts = folder_hosts([folder("call1", ["c1", "c1", "c2"]), folder("call2", ["c2", "c2", "c3"]),
+                          folder("call3", ["c3"], card=h100)])
+    # c3 measured on a second card later is the release's configuration c3-<hardware suffix>, with its own host
+    assert hosts.to_dict() == {"c1": "call1", "c2": "call2", "c3": "call2", f"c3-{hardware_suffix(h100)}": "call3"}
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match=r"empty/runs.parquet: no runs table"):
         folder_hosts([tmp_path / "empty"])

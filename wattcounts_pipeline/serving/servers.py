@@ -9,6 +9,8 @@ and where its Prometheus gauges are.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import urllib.parse
 from typing import Any
 
@@ -108,12 +110,17 @@ class ServingTarget:
 
         return send
 
-    def alive(self) -> bool:
-        """False when a server process we started has exited (an external endpoint is assumed alive)."""
+    def alive(self, grace_s: float = 0.0) -> bool:
+        """False when a server process we started has exited (an external endpoint is assumed alive). `grace_s`
+        waits that long for an exit under way: a killed server's sockets close before its exit can be seen."""
         if isinstance(self.backend, OpenAICompatBackend):
             return True
         server = self._server
-        return server is not None and server.proc is not None and server.proc.poll() is None
+        if server is None or server.proc is None:
+            return False
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=grace_s)
+        return server.proc.poll() is None
 
     def fail(self, reason: str) -> BackendError:
         """The error to record for a failed point: with the server's log tail when we started it (and it stopped)."""

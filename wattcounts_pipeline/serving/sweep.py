@@ -87,7 +87,7 @@ def measure_point(spec: ServingSpec, target: ServingTarget, meter: EnergyMeter, 
         poller.stop()
     fatal = [o for o in outcomes if o.fatal]
     where = f"load point {point_index} ({level_text(spec.load.mode, level)})"
-    if not target.alive():
+    if not target.alive(grace_s=2.0 if fatal else 0.0):  # lost connections: is the server on its way out?
         detail = f": {fatal[0].error}" if fatal else ""
         raise target.fail(f"{where}: the server process exited mid-point{detail}")
     if fatal:
