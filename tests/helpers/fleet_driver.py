@@ -59,23 +59,32 @@ def stacks_on_sigusr1() -> None:
         faulthandler.register(signal.SIGUSR1, file=out, all_threads=True)
 
 
+def run_all(job_name: str, partitions: list[str]) -> list[str]:
+    """One run of `job_name` per partition, all at once, each in a forked process of its own; the run ids in order.
+    The pool is closed and joined, never terminated (what `with Pool()` does): a process that ran a Dagster run
+    can ignore SIGTERM (Dagster maps it to its interrupt handler, which may only record it), and Pool.terminate
+    holds the task queue's lock while it waits for its workers to die, so one such worker waiting on that lock
+    hung the sweep for good (the stacks of a hung clean-clone CI run, 2026-12-06)."""
+    fork = multiprocessing.get_context("fork")  # no threads yet: forking keeps the imports, each run starts at once
+    pool = fork.Pool(max(len(partitions), 1), initializer=stacks_on_sigusr1)
+    try:
+        return pool.starmap(execute_partition, [(job_name, p) for p in partitions], chunksize=1)
+    finally:
+        pool.close()  # each worker takes a stop sentinel and exits by itself
+        pool.join()
+
+
 def main() -> int:
     stacks_on_sigusr1()
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions(experiment_partitions.name)
-    fork = multiprocessing.get_context("fork")  # no threads yet: forking keeps the imports, each run starts at once
-    with fork.Pool(len(keys), initializer=stacks_on_sigusr1) as pool:
-        measured = dict(zip(keys, pool.starmap(execute_partition, [("measure_on_hardware", k) for k in keys],
-                                               chunksize=1), strict=True))
+    measured = dict(zip(keys, run_all("measure_on_hardware", keys), strict=True))
     print(f"fleet driver: phase 1 done, {len(measured)} runs", file=sys.stderr, flush=True)  # where a hang waits
     with dg.DagsterInstance.get() as instance:
         requests = {k: follow_up(instance, run_id) for k, run_id in measured.items()}
     todo = [(k, r.partition_key) for k, r in requests.items() if r is not None]
     print(f"fleet driver: phase 2 starts {len(todo)} runs", file=sys.stderr, flush=True)
-    with fork.Pool(max(len(todo), 1), initializer=stacks_on_sigusr1) as pool:
-        validated = dict(zip([k for k, _ in todo],
-                             pool.starmap(execute_partition, [("validate_measured", p) for _, p in todo], chunksize=1),
-                             strict=True))
+    validated = dict(zip([k for k, _ in todo], run_all("validate_measured", [p for _, p in todo]), strict=True))
     print(json.dumps({k: {"measure": measured[k], **({"validate": validated[k]} if k in validated else {})}
                       for k in keys}))
     return 0
