@@ -60,29 +60,28 @@ def offline_match(configurations: pd.DataFrame, model: str, quantization: str, b
     return match.iloc[0] if not match.empty else None
 
 
-def _ratio(value: float, off: pd.Series | None) -> float:
-    return value / off["energy_per_token_j"] if off is not None else float("nan")
+def _j_per_token(off: pd.Series | None) -> float:
+    return float(off["energy_per_token_j"]) if off is not None else float("nan")
 
 
 def table(configurations: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     out = []
     for k in knees(points).itertuples():
         batch = int(k.slots or 0)
-        same_shape = offline_match(configurations, k.model, k.quantization, batch, k.hardware_id,
-                                   k.input_tokens, k.output_tokens)
-        decode = offline_match(configurations, k.model, k.quantization, batch, k.hardware_id, 128, 256)
+        same_shape = _j_per_token(offline_match(configurations, k.model, k.quantization, batch, k.hardware_id,
+                                                k.input_tokens, k.output_tokens))
+        decode = _j_per_token(offline_match(configurations, k.model, k.quantization, batch, k.hardware_id, 128, 256))
         out.append({
             "model": k.model, "format": k.quantization, "card": k.hardware_id.removeprefix("1x NVIDIA "),
             "knee users": int(k.knee_users), "knee req/s": k.knee_rate_per_s, "goodput req/s": k.knee_goodput_per_s,
             "knee J/request": k.knee_j_per_request, "knee J/out token": k.knee_j_per_token,
             "knee p90 TTFT s": k.knee_ttft_p90_s, "knee p90 TPOT s": k.knee_tpot_p90_s,
             "saturated J/out token": k.top_j_per_token,
-            f"offline b{batch} {k.input_tokens}/{k.output_tokens} J/token":
-                same_shape["energy_per_token_j"] if same_shape is not None else float("nan"),
-            "knee / offline same shape": _ratio(k.knee_j_per_token, same_shape),
-            "saturated / offline same shape": _ratio(k.top_j_per_token, same_shape),
-            f"offline b{batch} 128/256 J/token": decode["energy_per_token_j"] if decode is not None else float("nan"),
-            "knee / offline 128/256": _ratio(k.knee_j_per_token, decode),
+            f"offline b{batch} {k.input_tokens}/{k.output_tokens} J/token": same_shape,
+            "knee / offline same shape": k.knee_j_per_token / same_shape,
+            "saturated / offline same shape": k.top_j_per_token / same_shape,
+            f"offline b{batch} 128/256 J/token": decode,
+            "knee / offline 128/256": k.knee_j_per_token / decode,
         })
     return pd.DataFrame(out)
 

@@ -61,10 +61,10 @@ def stacks_on_sigusr1() -> None:
 
 def run_all(job_name: str, partitions: list[str]) -> list[str]:
     """One run of `job_name` per partition, all at once, each in a forked process of its own; the run ids in order.
-    The pool is closed and joined, never terminated (what `with Pool()` does): a process that ran a Dagster run
-    can ignore SIGTERM (Dagster maps it to its interrupt handler, which may only record it), and Pool.terminate
-    holds the task queue's lock while it waits for its workers to die, so one such worker waiting on that lock
-    hung the sweep for good (the stacks of a hung clean-clone CI run, 2026-12-06)."""
+    The pool is closed and joined, never terminated (what `with Pool()` does): after a Dagster run SIGTERM no
+    longer kills the process (Dagster maps it to its interrupt handler), and Pool.terminate holds the task queue's
+    lock while it waits for its workers to die, so one such worker waiting on that lock hung the sweep for good
+    (the stacks of a hung clean-clone CI run, 2026-12-06)."""
     fork = multiprocessing.get_context("fork")  # no threads yet: forking keeps the imports, each run starts at once
     pool = fork.Pool(max(len(partitions), 1), initializer=stacks_on_sigusr1)
     try:
