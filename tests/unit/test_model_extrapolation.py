@@ -139,6 +139,10 @@ def test_folder_hosts_take_the_folder_with_most_runs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match=r"empty/runs.parquet: no runs table"):
         folder_hosts([tmp_path / "empty"])
+    (tmp_path / "old").mkdir()
+    pd.DataFrame({"configuration_id": ["c1"], "run_id": ["r"]}).to_parquet(tmp_path / "old" / "runs.parquet")
+    with pytest.raises(ModelError, match=r"old/runs.parquet: no column hardware_id, source, started_at"):
+        folder_hosts([tmp_path / "old"])
 
 
 def test_leave_one_host_out_runs_on_real_folds() -> None:

@@ -20,6 +20,7 @@ from wattcounts_pipeline.aggregate import configuration_keys
 from wattcounts_pipeline.model.errors import ModelError
 
 HOST_SOURCE = "measurement folder (one device call on one lent machine)"
+HOST_COLUMNS = ("configuration_id", "run_id", "hardware_id", "started_at", "source")  # what configuration_keys reads
 
 
 def folder_hosts(folders: list[Path]) -> pd.Series:
@@ -29,7 +30,11 @@ def folder_hosts(folders: list[Path]) -> pd.Series:
         path = Path(folder) / "runs.parquet"
         if not path.is_file():
             raise ModelError(f"{path}: no runs table; a measurement folder holds runs.parquet")
-        runs = pd.read_parquet(path, columns=["configuration_id", "run_id", "hardware_id", "started_at", "source"])
+        runs = pd.read_parquet(path)
+        missing = sorted(set(HOST_COLUMNS) - set(runs.columns))
+        if missing:
+            raise ModelError(f"{path}: no column {', '.join(missing)}; the host key needs {', '.join(HOST_COLUMNS)}")
+        runs = runs[list(HOST_COLUMNS)]
         parts.append(runs.assign(host=Path(folder).name))
     if not parts:
         return pd.Series(dtype=object, name="host_key")
