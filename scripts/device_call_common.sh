@@ -45,5 +45,5 @@ call_llama_cuda() {
   cp "$prefix/build-info.json" "$R/" 2>/dev/null
   export LLAMA_CPP_LIB_PATH=$prefix/bin LD_LIBRARY_PATH=$prefix/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export WATTCOUNTS_LLAMA_SERVER=$prefix/bin/llama-server WATTCOUNTS_LLAMA_BUILD_INFO=$prefix/build-info.json
-  export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=2
+  export WATTCOUNTS_HOME=/tmp/wattcounts WATTCOUNTS_RANDOM_GGUF_KEEP=${WATTCOUNTS_RANDOM_GGUF_KEEP:-2}  # 1 where files near the disk (70B: 42 GB)
 }

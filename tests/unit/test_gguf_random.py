@@ -30,6 +30,14 @@ SHAPES = {
     "phi3": {"model_type": "phi3", "num_attention_heads": 4, "num_key_value_heads": 4},
     "gemma2": {"model_type": "gemma2", "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
                "query_pre_attn_scalar": 64, "sliding_window": 128},
+    # Mixtral's rules key on exactly 8 experts; Mistral-Small-24B's heads are narrower than hidden / heads
+    "mixtral": {"model_type": "mixtral", "num_attention_heads": 4, "num_key_value_heads": 1, "num_local_experts": 8,
+                "num_experts_per_tok": 2},
+    "mistral-narrow-heads": {"model_type": "mistral", "num_attention_heads": 2, "num_key_value_heads": 1,
+                             "head_dim": 64},
+    # 80 layers with grouped KV heads is llama.cpp's "70B" type: a wider attn_v in K-quant files
+    "llama-70b-type": {"model_type": "llama", "num_attention_heads": 4, "num_key_value_heads": 1,
+                       "num_hidden_layers": 80},
 }
 ALL_TYPES = sorted(set(FILE_TYPES) - {"F16"})
 
@@ -55,7 +63,7 @@ def test_plan_matches_llama_cpp_quantizer(tmp_path: Path, arch: str) -> None:
     config = _config(tmp_path, arch)
     f16 = write_random_gguf(config, "F16", tmp_path / f"{arch}-F16.gguf")
     shape = Shape.from_config(config)
-    for quantization in ALL_TYPES if arch == "llama" else ["Q4_K_M", "Q3_K_M", "Q2_K"]:
+    for quantization in ALL_TYPES if arch in ("llama", "mixtral") else ["Q4_K_M", "Q3_K_M", "Q2_K"]:
         reference = _quantize(f16, quantization, tmp_path / f"{arch}-{quantization}-ref.gguf")
         planned = {t.name: t.type for t in plan(shape, quantization)}
         assert planned == reference, quantization
@@ -73,7 +81,9 @@ def test_planned_bytes_are_the_bytes_written(tmp_path: Path, arch: str) -> None:
         assert planned == written, quantization
         embd = written["token_embd.weight"]
         gathered = embd if shape.tied else embd // shape.n_vocab
-        assert decode_step_bytes(shape, quantization) == sum(written.values()) - embd + gathered
+        experts = sum(n for name, n in written.items() if "_exps." in name)  # a token reads its routed experts only
+        routed = experts * shape.n_expert_used // shape.n_expert if shape.n_expert else 0
+        assert decode_step_bytes(shape, quantization) == sum(written.values()) - embd + gathered - experts + routed
 
 
 @pytest.mark.parametrize("arch", sorted(SHAPES))

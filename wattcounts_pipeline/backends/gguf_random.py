@@ -43,7 +43,8 @@ SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
 # llama.cpp's fallback when a tensor's row length is not a multiple of the type's block (tensor_type_fallback)
 FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
 SCALE_F16 = np.float16(2.0 ** -12)  # |weight| stays below ~0.25 for every type: finite activations
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "phi3": "phi3", "gemma2": "gemma2"}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "phi3": "phi3",
+             "gemma2": "gemma2"}
 POOL_BYTES = 1 << 26  # one random pool, tiled: values need not be unique, only finite
 
 
@@ -73,6 +74,8 @@ class Shape:
     rope_theta: float
     tied: bool
     config: dict[str, Any]
+    n_expert: int = 0  # a mixture of experts (Mixtral): experts per layer, and how many each token uses
+    n_expert_used: int = 0
 
     @classmethod
     def from_config(cls, path: Path) -> Shape:
@@ -88,7 +91,14 @@ class Shape:
                    head_dim=int(cfg.get("head_dim") or cfg["hidden_size"] // n_head),
                    n_vocab=int(cfg["vocab_size"]), n_ctx=int(cfg.get("max_position_embeddings", 4096)),
                    rms_eps=float(cfg.get("rms_norm_eps", 1e-5)), rope_theta=float(cfg.get("rope_theta", 10000.0)),
-                   tied=bool(cfg.get("tie_word_embeddings", model_type == "gemma2")), config=cfg)
+                   tied=bool(cfg.get("tie_word_embeddings", model_type == "gemma2")), config=cfg,
+                   n_expert=int(cfg.get("num_local_experts") or 0),
+                   n_expert_used=int(cfg.get("num_experts_per_tok") or 0))
+
+    @property
+    def is_70b(self) -> bool:
+        """llama.cpp's LLM_TYPE_70B (80 layers with grouped KV heads), which gets a wider attn_v when quantized."""
+        return self.n_layer == 80 and self.arch in ("llama", "qwen2") and self.n_head != self.n_head_kv
 
 
 def tensors(shape: Shape) -> list[Tensor]:
@@ -111,6 +121,11 @@ def tensors(shape: Shape) -> list[Tensor]:
         if shape.arch == "gemma2":
             out.append(Tensor(b + "post_attention_norm.weight", (d,), "F32"))
         out.append(Tensor(b + "ffn_norm.weight", (d,), "F32"))
+        if shape.n_expert:  # the router (never quantized) and the experts, one 3-D tensor per projection
+            e = shape.n_expert
+            out += [Tensor(b + "ffn_gate_inp.weight", (e, d), "F32"), Tensor(b + "ffn_gate_exps.weight", (e, ff, d), "F16"),
+                    Tensor(b + "ffn_down_exps.weight", (e, d, ff), "F16"), Tensor(b + "ffn_up_exps.weight", (e, ff, d), "F16")]
+            continue
         if shape.arch == "phi3":
             out.append(Tensor(b + "ffn_up.weight", (2 * ff, d), "F16"))
         else:
@@ -149,7 +164,7 @@ def plan(shape: Shape, quantization: str) -> list[Tensor]:
     out = []
     for t in base:
         name, new = t.name, default
-        if len(t.shape) < 2 or not name.endswith("weight") or "_norm.weight" in name:
+        if len(t.shape) < 2 or not name.endswith("weight") or "_norm.weight" in name or "ffn_gate_inp" in name:
             out.append(t)
             continue
         if name == "output.weight" or (name == "token_embd.weight" and not has_output):
@@ -165,8 +180,14 @@ def plan(shape: Shape, quantization: str) -> list[Tensor]:
                 new = "Q5_K"
             elif ftype in ("MOSTLY_Q4_K_M", "MOSTLY_Q5_K_M") and _more_bits(i_v, n_v):
                 new = "Q6_K"
+            if shape.is_70b and new in ("Q3_K", "Q4_K"):
+                new = "Q5_K"
+            if shape.n_expert == 8:
+                new = "Q8_0"
             i_v += 1  # a fused attn_qkv takes the attn_v rules (llama.cpp's own attn_qkv branch is never reached)
-        elif name.endswith("ffn_down.weight"):
+        elif name.endswith("attn_k.weight") and shape.n_expert == 8:
+            new = "Q8_0"
+        elif name.endswith(("ffn_down.weight", "ffn_down_exps.weight")):
             n = shape.n_layer
             if ftype == "MOSTLY_Q2_K":
                 new = "Q3_K"
@@ -177,6 +198,8 @@ def plan(shape: Shape, quantization: str) -> list[Tensor]:
             elif ftype == "MOSTLY_IQ4_XS" and i_down < n // 8:
                 new = "Q5_K"
             i_down += 1
+        elif name.endswith("attn_output.weight") and shape.n_expert == 8:
+            new = "Q5_K" if ftype in ("MOSTLY_Q2_K", "MOSTLY_Q3_K_M", "MOSTLY_Q4_K_M", "MOSTLY_IQ4_XS") else new
         elif name.endswith("attn_output.weight"):
             new = {"MOSTLY_Q2_K": "Q3_K", "MOSTLY_Q3_K_M": "Q4_K"}.get(ftype, new)
         if new in FALLBACK and t.shape[-1] % _block_size(new):
@@ -198,11 +221,16 @@ def tensor_bytes(t: Tensor) -> int:
 
 def decode_step_bytes(shape: Shape, quantization: str) -> int:
     """Weight bytes one batch-1 decode step reads: every tensor, but of an untied input-embedding table only the
-    row it gathers (a tied table is the output projection too, read whole): the numerator of the memory roofline."""
+    row it gathers (a tied table is the output projection too, read whole) and of each layer's experts only the
+    ones the token is routed to: the numerator of the memory roofline."""
     total = 0
     for t in plan(shape, quantization):
         b = tensor_bytes(t)
-        total += b // t.shape[0] if t.name == "token_embd.weight" and not shape.tied else b
+        if t.name == "token_embd.weight" and not shape.tied:
+            b //= t.shape[0]
+        elif "_exps." in t.name:
+            b = b * shape.n_expert_used // shape.n_expert
+        total += b
     return total
 
 
@@ -221,16 +249,19 @@ def _pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def _data(t: Tensor, pools: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """The bytes of one tensor: ones for norms, zeros for biases, tiled random blocks for matrices."""
+    """The bytes of one tensor: ones for norms, zeros for biases, a random router (so that tokens spread over
+    the experts as in a trained model, not all to the same two), tiled random blocks for matrices."""
     import gguf
 
+    if "ffn_gate_inp" in t.name:
+        return rng.standard_normal(t.shape, dtype=np.float32)
     if t.type == "F32":
         return np.ones(t.shape, np.float32) if t.name.endswith("weight") else np.zeros(t.shape, np.float32)
     if t.type not in pools:
         pools[t.type] = _pool(t.type, rng)
     block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.type]]
-    rows, cols = t.shape
-    return np.resize(pools[t.type], rows * (cols // block) * type_size).reshape(rows, -1)
+    rows = int(np.prod(t.shape[:-1], dtype=np.int64))
+    return np.resize(pools[t.type], rows * (t.shape[-1] // block) * type_size).reshape(*t.shape[:-1], -1)
 
 
 def _vocab(n_vocab: int) -> Iterator[tuple[bytes, float, int]]:
@@ -261,10 +292,14 @@ def _metadata(writer: Any, shape: Shape, quantization: str) -> None:
     writer.add_rope_freq_base(shape.rope_theta)
     writer.add_rope_dimension_count(shape.head_dim)
     writer.add_vocab_size(shape.n_vocab)
-    if shape.arch == "gemma2":
-        cfg = shape.config
+    if shape.n_expert:
+        writer.add_expert_count(shape.n_expert)
+        writer.add_expert_used_count(shape.n_expert_used)
+    if shape.arch == "gemma2" or shape.head_dim * shape.n_head != shape.n_embd:  # e.g. Mistral-Small-24B: 32 x 128 < 5120
         writer.add_key_length(shape.head_dim)
         writer.add_value_length(shape.head_dim)
+    if shape.arch == "gemma2":
+        cfg = shape.config
         writer.add_attn_logit_softcapping(float(cfg.get("attn_logit_softcapping") or 50.0))
         writer.add_final_logit_softcapping(float(cfg.get("final_logit_softcapping") or 30.0))
         writer.add_sliding_window(int(cfg.get("sliding_window") or 4096))
@@ -298,8 +333,8 @@ def write_random_gguf(config_dir: Path, quantization: str, out: Path, seed: int 
                 writer.add_tensor_info(t.name, t.shape, np.dtype(dtype), nbytes)
             else:
                 block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-                byte_shape = (t.shape[0], t.shape[1] // block * type_size)
-                writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), byte_shape[0] * byte_shape[1],
+                byte_shape = (*t.shape[:-1], t.shape[-1] // block * type_size)
+                writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
                                        raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
