@@ -61,6 +61,24 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _largest_values(predictions: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Each held-out value of the `largest` split beside its prediction and interval: where the split's error and
+    coverage come from, one row per configuration."""
+    held = predictions[(predictions["grouping"] == "largest") & (predictions["target"] == HEADLINE)
+                       & (predictions["model"] == "model")]
+    setup = rows.reset_index(drop=True)[["quantization", "workload", "batch_size", "gpu_name"]]
+    held = held.join(setup, on="row")
+    return pd.DataFrame({
+        "architecture": held["arch_key"], "framework": held["framework"], "mode": held["mode"],
+        "format": held["quantization"], "workload": held["workload"], "batch": held["batch_size"],
+        "card": held["gpu_name"],
+        "measured": held["y"].round(3), "predicted": held["point"].round(3),
+        "low": held["low"].round(3), "high": held["high"].round(3),
+        "error %": ((held["point"] / held["y"] - 1) * 100).round(1),
+        "inside": (held["low"] <= held["y"]) & (held["y"] <= held["high"]),
+    }).sort_values(["framework", "architecture", "mode", "format", "workload", "batch"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("release", type=Path, nargs="?", help="dataset release folder (default: build from data/)")
@@ -104,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "predictor_extrapolation.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
 
     model = {name: t[(t["target"] == HEADLINE) & (t["model"] == "model")] for name, t in by.items()}
+    largest = _largest_values(predictions, rows)
     cols = ["grouping", "mape", "median_ape", "coverage", "n_rows"]
     md = [f"# Predictor outside its training data ({meta['configurations']} configurations)", "",
           f"`benchmarks/predictor_extrapolation.py`, {meta['machine']}, {wall_s:.0f} s, commit {meta['commit']}.",
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
           "", "## Gross J/token per held-out architecture", "",
           _table(model["architecture"][model["architecture"]["grouping"].isin(["architecture", "largest"])],
                  ["arch_key", *cols]),
+          "", "## The largest quarter held out: every value (gross J/token, model)", "",
+          _table(largest, list(largest.columns)),
           "", "## Gross J/token per host (leave-one-host-out and leave-one-architecture-out)", "",
           _table(model["host"][model["host"]["grouping"].isin(["host", "architecture"])]
                  .sort_values(["grouping", "host_key"]), ["host_key", *cols]),

@@ -349,7 +349,7 @@ def write_random_gguf(config_dir: Path, quantization: str, out: Path, seed: int 
 
 def random_gguf(config_dir: Path, quantization: str, cache_dir: Path, keep: int | None = None) -> Path:
     """The cached random GGUF for (`config_dir`, `quantization`), written on first use. `keep` bounds how many
-    such files the cache holds (the oldest go first): full-size files are 1-16 GB each."""
+    such files the cache holds (the oldest go first): full-size files are 1-50 GB each."""
     digest = hashlib.sha256((config_dir / "config.json").read_bytes()).hexdigest()[:8]
     target = cache_dir / f"random-{config_dir.name}-{digest}-{quantization.upper()}.gguf"
     if target.is_file():

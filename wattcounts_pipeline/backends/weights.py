@@ -49,7 +49,7 @@ def resolve_spec_model(spec: ExperimentSpec) -> tuple[Path, dict[str, str]]:
     (random-weight) model get a random GGUF written in their quantization (`gguf_random`)."""
     path = resolve_model(spec.model)
     if spec.framework in LLAMACPP_FRAMEWORKS and spec.model.source.startswith("config:"):
-        keep = os.environ.get("WATTCOUNTS_RANDOM_GGUF_KEEP")  # full-size files are 1-16 GB: bound the cache
+        keep = os.environ.get("WATTCOUNTS_RANDOM_GGUF_KEEP")  # full-size files are 1-50 GB: bound the cache
         gguf_path = random_gguf(path, spec.quantization, paths.subdir("cache", "models"),
                                 keep=int(keep) if keep else None)
         return gguf_path, {"gguf": "random weights written by wattcounts_pipeline.backends.gguf_random"}
