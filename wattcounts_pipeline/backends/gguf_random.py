@@ -97,8 +97,9 @@ class Shape:
 
     @property
     def is_70b(self) -> bool:
-        """llama.cpp's LLM_TYPE_70B (80 layers with grouped KV heads), which gets a wider attn_v when quantized."""
-        return self.n_layer == 80 and self.arch in ("llama", "qwen2") and self.n_head != self.n_head_kv
+        """llama.cpp's LLM_TYPE_70B, which gets a wider attn_v when quantized: 80 layers of qwen2, or of llama
+        with grouped KV heads (80 layers without are its 65B)."""
+        return self.n_layer == 80 and (self.arch == "qwen2" or (self.arch == "llama" and self.n_head != self.n_head_kv))
 
 
 def tensors(shape: Shape) -> list[Tensor]:
