@@ -7,12 +7,13 @@
 #   scripts/device_slim_tree.sh "NVIDIA H100 80GB HBM3"   (the card model the call will run on)
 set -eu
 cd "$(dirname "$0")/.."
+paths=(data/measurements wattcounts_pipeline/quality/data tests/fixtures/traces)
 if [ "${1:-}" = "--restore" ]; then
-  git checkout -- data/measurements wattcounts_pipeline/quality/data tests/fixtures/traces
+  git checkout -- "${paths[@]}"
   exit 0
 fi
 card=${1:?usage: scripts/device_slim_tree.sh "GPU NAME" | --restore}
-if [ -n "$(git status --porcelain -- data/measurements wattcounts_pipeline/quality/data tests/fixtures/traces)" ]; then
+if [ -n "$(git status --porcelain -- "${paths[@]}")" ]; then
   echo "device_slim_tree: uncommitted changes under data/measurements, quality/data or fixtures/traces: commit them first" >&2
   exit 1
 fi
